@@ -1,0 +1,220 @@
+package main
+
+import (
+	_ "embed"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/go-viper/mapstructure/v2"
+	"github.com/spf13/pflag"
+	"github.com/spf13/viper"
+
+	"github.com/eastwest-gw/eastwest/mesh"
+	"github.com/eastwest-gw/eastwest/proxy"
+	"github.com/eastwest-gw/eastwest/sni"
+)
+
+//go:embed default.yaml
+var defaultSettings []byte
+
+// Settings is the gateway's own configuration file (not the mesh: that is
+// Istio YAML under Mesh.Paths). Keys are camelCase as in Istio.
+type Settings struct {
+	ClusterName string           `mapstructure:"clusterName"`
+	Network     string           `mapstructure:"network"`
+	Namespace   string           `mapstructure:"namespace"`
+	Locality    string           `mapstructure:"locality"`
+	Listeners   []ListenerConfig `mapstructure:"listeners"`
+	Admin       struct {
+		Address string `mapstructure:"address"`
+	} `mapstructure:"admin"`
+	Mesh struct {
+		Paths []string `mapstructure:"paths"`
+	} `mapstructure:"mesh"`
+	Forwarder string `mapstructure:"forwarder"`
+	Drain     struct {
+		AcceptGrace time.Duration `mapstructure:"acceptGrace"`
+		IdleClose   time.Duration `mapstructure:"idleClose"`
+		Deadline    time.Duration `mapstructure:"deadline"`
+	} `mapstructure:"drain"`
+	Log struct {
+		Level           string `mapstructure:"level"`
+		Format          string `mapstructure:"format"`
+		AccessLog       bool   `mapstructure:"accessLog"`
+		AccessLogFormat string `mapstructure:"accessLogFormat"`
+	} `mapstructure:"log"`
+}
+
+// ListenerConfig is one entry of listeners.
+type ListenerConfig struct {
+	Name                    string        `mapstructure:"name"`
+	Address                 string        `mapstructure:"address"`
+	Mode                    string        `mapstructure:"mode"`
+	SNIRewrites             []sni.Rule    `mapstructure:"sniRewrites"`
+	RewriteStopOnFirstMatch bool          `mapstructure:"sniRewriteStopOnFirstMatch"`
+	Sockets                 int           `mapstructure:"sockets"`
+	HelloTimeout            time.Duration `mapstructure:"helloTimeout"`
+	MaxHelloBytes           int           `mapstructure:"maxHelloBytes"`
+	MaxConnections          int           `mapstructure:"maxConnections"`
+	ConnectTimeout          time.Duration `mapstructure:"connectTimeout"`
+	MaxConnectAttempts      int           `mapstructure:"maxConnectAttempts"`
+	IdleTimeout             time.Duration `mapstructure:"idleTimeout"`
+	RequireIstioALPN        *bool         `mapstructure:"requireIstioAlpn"`
+}
+
+// proxyConfig maps a listener entry to the proxy's plain config.
+func (l ListenerConfig) proxyConfig() proxy.Config {
+	return proxy.Config{
+		Name: l.Name, Address: l.Address, Listeners: l.Sockets, HelloTimeout: l.HelloTimeout,
+		MaxHelloBytes: l.MaxHelloBytes, MaxConnections: l.MaxConnections, ConnectTimeout: l.ConnectTimeout,
+		MaxConnectAttempts: l.MaxConnectAttempts, IdleTimeout: l.IdleTimeout, RequireIstioALPN: l.RequireIstioALPN,
+		Rewrites: l.SNIRewrites, RewriteStopOnFirstMatch: l.RewriteStopOnFirstMatch,
+	}
+}
+
+// loadSettings reads the embedded default, then file (if any), then
+// EASTWEST_* variables and the flags that were set. Unknown keys in the file
+// are errors, so a typo never silently keeps a default.
+func loadSettings(file string, flags *pflag.FlagSet) (*Settings, error) {
+	v := viper.New()
+	v.SetConfigType("yaml")
+	if err := v.ReadConfig(strings.NewReader(string(defaultSettings))); err != nil {
+		return nil, fmt.Errorf("embedded default settings: %w", err)
+	}
+	if file != "" {
+		f, err := os.Open(file)
+		if err != nil {
+			return nil, fmt.Errorf("settings: %w", err)
+		}
+		defer f.Close()
+		// A file replaces the default's lists wholesale (listeners), but
+		// merges maps key by key.
+		if err := v.MergeConfig(f); err != nil {
+			return nil, fmt.Errorf("settings %s: %w", file, err)
+		}
+	}
+	v.SetEnvPrefix("EASTWEST")
+	v.SetEnvKeyReplacer(strings.NewReplacer(".", "_"))
+	v.AutomaticEnv()
+	for _, k := range []string{"clusterName", "network", "namespace", "locality", "admin.address", "forwarder", "log.level", "log.format", "log.accessLog", "drain.deadline", "drain.acceptGrace", "drain.idleClose"} {
+		_ = v.BindEnv(k, "EASTWEST_"+strings.ToUpper(strings.ReplaceAll(k, ".", "_")))
+	}
+	if env := os.Getenv("EASTWEST_MESH_PATHS"); env != "" {
+		v.Set("mesh.paths", strings.Split(env, ","))
+	}
+	if flags != nil {
+		bind := map[string]string{"admin-address": "admin.address", "forwarder": "forwarder", "locality": "locality", "network": "network", "cluster-name": "clusterName", "log-level": "log.level"}
+		for flag, key := range bind {
+			if f := flags.Lookup(flag); f != nil && f.Changed {
+				v.Set(key, f.Value.String())
+			}
+		}
+		if f := flags.Lookup("mesh"); f != nil && f.Changed {
+			paths, _ := flags.GetStringSlice("mesh")
+			v.Set("mesh.paths", paths)
+		}
+		if f := flags.Lookup("listen"); f != nil && f.Changed {
+			v.Set("listeners.0.address", f.Value.String())
+		}
+	}
+	var s Settings
+	dec := func(c *mapstructure.DecoderConfig) {
+		c.ErrorUnused = true
+		c.DecodeHook = mapstructure.ComposeDecodeHookFunc(mapstructure.StringToTimeDurationHookFunc(), mapstructure.StringToSliceHookFunc(","))
+	}
+	if err := v.Unmarshal(&s, dec); err != nil {
+		return nil, fmt.Errorf("settings %s: %w", orDefault(file), err)
+	}
+	if f := flags; f != nil {
+		if l := f.Lookup("listen"); l != nil && l.Changed && len(s.Listeners) > 0 {
+			s.Listeners[0].Address = l.Value.String()
+		}
+	}
+	if err := s.validate(); err != nil {
+		return nil, fmt.Errorf("settings %s: %w", orDefault(file), err)
+	}
+	return &s, nil
+}
+
+func orDefault(file string) string {
+	if file == "" {
+		return "(embedded default)"
+	}
+	return file
+}
+
+// validate fills defaults and returns every problem, one per line.
+func (s *Settings) validate() error {
+	var errs []error
+	if s.Namespace == "" {
+		s.Namespace = "istio-system"
+	}
+	if s.Locality != "" && strings.Count(s.Locality, "/") > 2 {
+		errs = append(errs, fmt.Errorf("locality %q: want region/zone/subzone", s.Locality))
+	}
+	if len(s.Listeners) == 0 {
+		errs = append(errs, errors.New("listeners: at least one is required"))
+	}
+	seen := map[string]bool{}
+	for i := range s.Listeners {
+		l := &s.Listeners[i]
+		if l.Name == "" {
+			l.Name = fmt.Sprintf("listener-%d", i)
+		}
+		if seen[l.Name] {
+			errs = append(errs, fmt.Errorf("listeners[%d]: name %q used twice", i, l.Name))
+		}
+		seen[l.Name] = true
+		if l.Mode == "" {
+			l.Mode = "AUTO_PASSTHROUGH"
+		}
+		if l.Mode != "AUTO_PASSTHROUGH" {
+			errs = append(errs, fmt.Errorf("listeners[%d] %s: mode %q is not supported (AUTO_PASSTHROUGH)", i, l.Name, l.Mode))
+		}
+		pc := l.proxyConfig()
+		if err := pc.Validate(); err != nil {
+			errs = append(errs, fmt.Errorf("listeners[%d]: %w", i, err))
+		}
+		if _, _, err := net.SplitHostPort(l.Address); l.Address != "" && err != nil {
+			errs = append(errs, fmt.Errorf("listeners[%d] %s: address: %w", i, l.Name, err))
+		}
+	}
+	if _, _, err := net.SplitHostPort(s.Admin.Address); s.Admin.Address != "" && err != nil {
+		errs = append(errs, fmt.Errorf("admin.address: %w", err))
+	}
+	switch s.Forwarder {
+	case "", "auto", "sockmap", "splice":
+		if s.Forwarder == "" {
+			s.Forwarder = "auto"
+		}
+	default:
+		errs = append(errs, fmt.Errorf("forwarder %q: want auto, sockmap or splice", s.Forwarder))
+	}
+	if s.Drain.Deadline <= 0 {
+		s.Drain.Deadline = 25 * time.Second
+	}
+	if s.Drain.IdleClose <= 0 {
+		s.Drain.IdleClose = time.Second
+	}
+	if s.Drain.AcceptGrace < 0 {
+		errs = append(errs, errors.New("drain.acceptGrace must not be negative"))
+	}
+	switch strings.ToLower(s.Log.Level) {
+	case "", "debug", "info", "warn", "error":
+	default:
+		errs = append(errs, fmt.Errorf("log.level %q: want debug, info, warn or error", s.Log.Level))
+	}
+	for key, v := range map[string]string{"log.format": s.Log.Format, "log.accessLogFormat": s.Log.AccessLogFormat} {
+		if v != "" && v != "text" && v != "json" {
+			errs = append(errs, fmt.Errorf("%s %q: want text or json", key, v))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// gatewayLocality is the parsed locality setting.
+func (s *Settings) gatewayLocality() mesh.Locality { return mesh.ParseLocality(s.Locality) }
