@@ -17,10 +17,10 @@ const (
 	reasonNoHealth = "no_healthy"
 )
 
-// metrics are the proxy's Prometheus series. Names follow Istio (istio_tcp_*)
-// and Envoy's stats with the envoy_ prefix Istio exports them under (MET-1,
-// MET-2); eastwest_* are ours.
-type metrics struct {
+// Metrics are the proxy's Prometheus series, shared by every listener of a
+// process. Names follow Istio (istio_tcp_*) and Envoy's stats with the
+// envoy_ prefix Istio exports them under (MET-1, MET-2); eastwest_* are ours.
+type Metrics struct {
 	cxTotal    *prometheus.CounterVec // envoy_listener_downstream_cx_total{listener_address}
 	cxActive   *prometheus.GaugeVec
 	cxOverflow *prometheus.CounterVec
@@ -29,22 +29,26 @@ type metrics struct {
 
 	handshakeSec *prometheus.HistogramVec // eastwest_connection_setup_seconds: hello received to upstream connected
 	stats        *statsSet
+}
 
-	// Bound once the listener address is known, so that accepting a
-	// connection does no label lookup.
+// listenerMetrics are bound once the listener address is known, so that
+// accepting a connection does no label lookup.
+type listenerMetrics struct {
 	accepted, overflow prometheus.Counter
 	openGauge          prometheus.Gauge
 	setup              prometheus.Observer
 }
 
-func newMetrics(reg prometheus.Registerer, clusterID string) (*metrics, error) {
+// NewMetrics registers the proxy's series on reg. clusterID is this
+// gateway's cluster, the destination_cluster label.
+func NewMetrics(reg prometheus.Registerer, clusterID string) (*Metrics, error) {
 	cv := func(name, help string, labels ...string) *prometheus.CounterVec {
 		return prometheus.NewCounterVec(prometheus.CounterOpts{Name: name, Help: help}, labels)
 	}
 	gv := func(name, help string, labels ...string) *prometheus.GaugeVec {
 		return prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: name, Help: help}, labels)
 	}
-	m := &metrics{
+	m := &Metrics{
 		cxTotal:    cv("envoy_listener_downstream_cx_total", "Client connections accepted.", "listener_address"),
 		cxActive:   gv("envoy_listener_downstream_cx_active", "Client connections open.", "listener_address"),
 		cxOverflow: cv("envoy_listener_downstream_cx_overflow", "Client connections closed at once because the listener was at maxConnections.", "listener_address"),
@@ -68,10 +72,12 @@ func newMetrics(reg prometheus.Registerer, clusterID string) (*metrics, error) {
 	return m, nil
 }
 
-// bind pre-resolves the listener's series.
-func (m *metrics) bind(name, addr string) {
-	m.accepted = m.cxTotal.WithLabelValues(addr)
-	m.openGauge = m.cxActive.WithLabelValues(addr)
-	m.overflow = m.cxOverflow.WithLabelValues(addr)
-	m.setup = m.handshakeSec.WithLabelValues(name)
+// bind pre-resolves a listener's series.
+func (m *Metrics) bind(name, addr string) listenerMetrics {
+	return listenerMetrics{
+		accepted:  m.cxTotal.WithLabelValues(addr),
+		openGauge: m.cxActive.WithLabelValues(addr),
+		overflow:  m.cxOverflow.WithLabelValues(addr),
+		setup:     m.handshakeSec.WithLabelValues(name),
+	}
 }

@@ -128,10 +128,14 @@ func newWorld(t *testing.T, cfg proxy.Config, extra ...mesh.Endpoint) *world {
 	if cfg.Rewrites == nil {
 		cfg.Rewrites = []sni.Rule{sni.PresetClusterGlobal, sni.PresetGlobal}
 	}
+	metrics, err := proxy.NewMetrics(w.reg, "cluster2")
+	if err != nil {
+		t.Fatal(err)
+	}
 	w.srv, err = proxy.New(cfg, proxy.Deps{
 		Store: mesh.NewStore(snap), Picker: w.picker, Forwarder: proxy.SpliceForwarder{},
 		Logger:    slog.New(slog.NewTextHandler(w.logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
-		AccessLog: proxy.NewAccessLog(w.logs, proxy.AccessLogJSON), Registerer: w.reg, ClusterID: "cluster2",
+		AccessLog: proxy.NewAccessLog(w.logs, proxy.AccessLogJSON), Metrics: metrics,
 	})
 	if err != nil {
 		t.Fatal(err)

@@ -30,10 +30,9 @@ type Deps struct {
 	Logger *slog.Logger
 	// AccessLog gets one line per connection; nil writes none.
 	AccessLog *AccessLog
-	// Registerer gets the proxy's metrics; nil means a private registry.
-	Registerer prometheus.Registerer
-	// ClusterID is this gateway's cluster, the destination_cluster label.
-	ClusterID string
+	// Metrics records the proxy's series, shared by every listener of the
+	// process (NewMetrics); nil means a private, unexported set.
+	Metrics *Metrics
 	// TracerProvider records a span per connection; nil turns tracing off
 	// at the cost of one nil check per connection.
 	TracerProvider trace.TracerProvider
@@ -45,7 +44,8 @@ type Server struct {
 	deps    Deps
 	log     *slog.Logger
 	alog    *AccessLog
-	m       *metrics
+	m       *Metrics
+	lm      listenerMetrics
 	rw      *sni.Rewriter
 	tracer  trace.Tracer // nil when tracing is off
 	dialer  net.Dialer
@@ -78,14 +78,15 @@ func New(cfg Config, deps Deps) (*Server, error) {
 		s.log = discard
 	}
 	s.log = s.log.With("listener", cfg.Name)
-	reg := deps.Registerer
-	if reg == nil {
-		reg = prometheus.NewRegistry()
+	s.m = deps.Metrics
+	if s.m == nil {
+		m, err := NewMetrics(prometheus.NewRegistry(), "")
+		if err != nil {
+			return nil, fmt.Errorf("proxy metrics: %w", err)
+		}
+		s.m = m
 	}
 	var err error
-	if s.m, err = newMetrics(reg, deps.ClusterID); err != nil {
-		return nil, fmt.Errorf("proxy metrics: %w", err)
-	}
 	if s.rw, err = sni.NewRewriter(cfg.Rewrites, cfg.RewriteStopOnFirstMatch, 4096); err != nil {
 		return nil, err
 	}
@@ -119,7 +120,7 @@ func (s *Server) Listen() error {
 		addr = ln.Addr().String() // later sockets share the port the first one got
 	}
 	s.addr = addr
-	s.m.bind(s.cfg.Name, addr)
+	s.lm = s.m.bind(s.cfg.Name, addr)
 	return nil
 }
 
@@ -168,17 +169,17 @@ func (s *Server) acceptLoop(ln *net.TCPListener) {
 			continue
 		}
 		backoff = 0
-		s.m.accepted.Inc()
+		s.lm.accepted.Inc()
 		if s.active.Add(1) > int64(s.cfg.MaxConnections) {
 			s.active.Add(-1)
-			s.m.overflow.Inc()
+			s.lm.overflow.Inc()
 			s.m.refused.WithLabelValues(s.cfg.Name, reasonOverflow).Inc()
 			s.log.Debug("connection refused", "reason", reasonOverflow, "peer", c.RemoteAddr().String())
 			_ = c.SetLinger(0)
 			c.Close()
 			continue
 		}
-		s.m.openGauge.Inc()
+		s.lm.openGauge.Inc()
 		s.wg.Add(1)
 		go s.handle(c)
 	}
@@ -273,7 +274,7 @@ func (s *Server) handle(c *net.TCPConn) {
 	defer s.wg.Done()
 	defer func() {
 		s.active.Add(-1)
-		s.m.openGauge.Dec()
+		s.lm.openGauge.Dec()
 	}()
 	rec := logRecord{start: time.Now(), flags: "-", details: "-"}
 	rec.trace = s.startTrace(rec.start)
@@ -317,7 +318,7 @@ func (s *Server) handle(c *net.TCPConn) {
 		c.Close()
 		return
 	}
-	s.m.setup.Observe(time.Since(helloDone).Seconds())
+	s.lm.setup.Observe(time.Since(helloDone).Seconds())
 	is := s.m.stats.istioFor(cl, &ep, "-")
 	is.active.Add(1)
 	defer is.active.Add(-1)

@@ -94,11 +94,12 @@ drain:
 // gatewayProc is a running eastwest binary.
 type gatewayProc struct {
 	cmd    *exec.Cmd
+	exited chan struct{} // closed when the process has exited
+	err    error         // its exit status, valid once exited is closed
 	addr   string
 	admin  string
 	mu     sync.Mutex
 	stderr bytes.Buffer
-	done   chan error
 }
 
 func (g *gatewayProc) logs() string {
@@ -108,13 +109,12 @@ func (g *gatewayProc) logs() string {
 }
 
 var (
-	listenRE = regexp.MustCompile(`msg=listening listener=\S+ address=(\S+)`)
-	adminRE  = regexp.MustCompile(`msg="eastwest ready".* admin=(\S+)`)
+	readyRE = regexp.MustCompile(`msg="eastwest ready" listeners=([^,\s]+)\S* .* admin=(\S+)`)
 )
 
 func startGateway(t *testing.T, args ...string) *gatewayProc {
 	t.Helper()
-	g := &gatewayProc{cmd: exec.Command(binary, args...), done: make(chan error, 1)}
+	g := &gatewayProc{cmd: exec.Command(binary, args...), exited: make(chan struct{})}
 	g.cmd.Stdout = io.Discard
 	pr, pw := io.Pipe()
 	g.cmd.Stderr = pw
@@ -129,25 +129,22 @@ func startGateway(t *testing.T, args ...string) *gatewayProc {
 			line := sc.Text()
 			g.mu.Lock()
 			g.stderr.WriteString(line + "\n")
-			if m := listenRE.FindStringSubmatch(line); m != nil && g.addr == "" {
-				g.addr = m[1]
-			}
-			if m := adminRE.FindStringSubmatch(line); m != nil {
-				g.admin = m[1]
+			if m := readyRE.FindStringSubmatch(line); m != nil {
+				g.addr, g.admin = m[1], m[2]
 				once.Do(func() { close(found) })
 			}
 			g.mu.Unlock()
 		}
 	}()
-	go func() { g.done <- g.cmd.Wait(); pw.Close() }()
+	go func() { g.err = g.cmd.Wait(); pw.Close(); close(g.exited) }()
 	t.Cleanup(func() {
 		_ = g.cmd.Process.Kill()
-		<-g.done
+		<-g.exited
 	})
 	select {
 	case <-found:
-	case err := <-g.done:
-		t.Fatalf("gateway exited: %v\n%s", err, g.logs())
+	case <-g.exited:
+		t.Fatalf("gateway exited: %v\n%s", g.err, g.logs())
 	case <-time.After(30 * time.Second):
 		t.Fatalf("gateway not ready after 30s\n%s", g.logs())
 	}
@@ -250,10 +247,13 @@ func TestBinaryEndToEndAndSIGTERMDrain(t *testing.T) {
 	if n != int64(len(payload)) {
 		t.Fatalf("echoed %d bytes during drain, want %d", n, len(payload))
 	}
+	// tls.Conn.CloseWrite sent close_notify, not a TCP FIN: the gateway
+	// keeps the client's half open until the client closes, as it must.
+	c.Close()
 	select {
-	case err := <-g.done:
-		if err != nil {
-			t.Fatalf("gateway exit: %v\n%s", err, g.logs())
+	case <-g.exited:
+		if g.err != nil {
+			t.Fatalf("gateway exit: %v\n%s", g.err, g.logs())
 		}
 	case <-time.After(15 * time.Second):
 		t.Fatal("gateway did not exit after drain")
@@ -276,8 +276,8 @@ func TestValidateReportsEveryError(t *testing.T) {
 		{"bad forwarder", "forwarder: turbo\nmesh: {paths: [%s]}\n", "", []string{"forwarder", "turbo"}},
 		{"invalid mesh yaml", "mesh: {paths: [%s]}\n", "kind: [\n", []string{"mesh.yaml"}},
 		{"unknown mesh field", "mesh: {paths: [%s]}\n", "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {name: x, namespace: default}\nspec: {hosts: [x.default.svc.cluster.local], colour: red}\n", []string{"mesh.yaml", "ServiceEntry default/x", "colour"}},
-		{"endpoint without address", "mesh: {paths: [%s]}\n", "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {name: x, namespace: default}\nspec: {hosts: [x.default.svc.cluster.local], location: MESH_INTERNAL, ports: [{number: 80, name: tcp, protocol: TCP}], endpoints: [{ports: {tcp: 80}}]}\n", []string{"mesh.yaml", "ServiceEntry default/x", "address"}},
-		{"subset without endpoints", "mesh: {paths: [%s]}\n", "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {name: x, namespace: default}\nspec: {hosts: [x.default.svc.cluster.local], location: MESH_INTERNAL, ports: [{number: 80, name: tcp, protocol: TCP}], endpoints: [{address: 127.0.0.1, labels: {version: v1}, serviceAccount: x}]}\n---\napiVersion: networking.istio.io/v1alpha3\nkind: DestinationRule\nmetadata: {name: x, namespace: default}\nspec: {host: x.default.svc.cluster.local, subsets: [{name: v9, labels: {version: v9}}]}\n", []string{"mesh.yaml", "DestinationRule default/x", "v9"}},
+		{"endpoint without address", "mesh: {paths: [%s]}\n", "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {name: x, namespace: default}\nspec: {hosts: [x.default.svc.cluster.local], location: MESH_INTERNAL, resolution: STATIC, ports: [{number: 80, name: tcp, protocol: TCP}], endpoints: [{ports: {tcp: 80}}]}\n", []string{"mesh.yaml", "ServiceEntry default/x", "address"}},
+		{"subset without endpoints", "mesh: {paths: [%s]}\n", "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {name: x, namespace: default}\nspec: {hosts: [x.default.svc.cluster.local], location: MESH_INTERNAL, resolution: STATIC, ports: [{number: 80, name: tcp, protocol: TCP}], endpoints: [{address: 127.0.0.1, labels: {version: v1}, serviceAccount: x}]}\n---\napiVersion: networking.istio.io/v1alpha3\nkind: DestinationRule\nmetadata: {name: x, namespace: default}\nspec: {host: x.default.svc.cluster.local, subsets: [{name: v9, labels: {version: v9}}]}\n", []string{"mesh.yaml", "DestinationRule default/x", "v9"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			dir := writeFiles(t, map[string]string{"mesh.yaml": tc.mesh})

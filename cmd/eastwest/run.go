@@ -12,6 +12,7 @@ import (
 	"net/http/pprof"
 	"os"
 	"os/signal"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -21,6 +22,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/spf13/pflag"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/eastwest-gw/eastwest/balancer"
 	"github.com/eastwest-gw/eastwest/mesh"
@@ -50,17 +53,20 @@ type gateway struct {
 	reloads  *prometheus.CounterVec
 	admin    *http.Server
 	adminLn  net.Listener
+	tp       *sdktrace.TracerProvider // nil when tracing is off
 }
 
 // run starts the gateway and blocks until ctx ends, then drains (DR-1).
 func run(ctx context.Context, s *Settings, file string, fs *pflag.FlagSet, stdout, stderr io.Writer) error {
+	// Subscribe before anything starts: SIGHUP's default action ends the
+	// process, and a reload may come the moment readiness is reported.
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
 	g, err := start(ctx, s, stdout, stderr)
 	if err != nil {
 		return err
 	}
-	hup := make(chan os.Signal, 1)
-	signal.Notify(hup, syscall.SIGHUP)
-	defer signal.Stop(hup)
 	for {
 		select {
 		case <-hup:
@@ -95,6 +101,11 @@ func start(ctx context.Context, s *Settings, stdout, stderr io.Writer) (*gateway
 	if err != nil {
 		return nil, err
 	}
+	tp, err := newTracerProvider(ctx, s, log)
+	if err != nil {
+		return nil, err
+	}
+	g.tp = tp
 	var alog *proxy.AccessLog
 	if s.Log.AccessLog {
 		f := proxy.AccessLogText
@@ -103,10 +114,14 @@ func start(ctx context.Context, s *Settings, stdout, stderr io.Writer) (*gateway
 		}
 		alog = proxy.NewAccessLog(stdout, f)
 	}
+	pm, err := proxy.NewMetrics(g.reg, s.ClusterName)
+	if err != nil {
+		return nil, err
+	}
 	for _, l := range s.Listeners {
 		srv, err := proxy.New(l.proxyConfig(), proxy.Deps{
 			Store: g.store, Picker: g.bal, Forwarder: fwd, Logger: log, AccessLog: alog,
-			Registerer: prometheus.WrapRegistererWith(prometheus.Labels{}, g.reg), ClusterID: s.ClusterName,
+			Metrics: pm, TracerProvider: tracerOrNil(tp),
 		})
 		if err == nil {
 			err = srv.Listen()
@@ -129,7 +144,11 @@ func start(ctx context.Context, s *Settings, stdout, stderr io.Writer) (*gateway
 		}()
 	}
 	g.ready.Store(true)
-	log.Info("eastwest ready", "version", buildVersion(), "cluster", s.ClusterName, "network", s.Network,
+	addrs := make([]string, len(g.servers))
+	for i, srv := range g.servers {
+		addrs[i] = srv.Addr()
+	}
+	log.Info("eastwest ready", "listeners", strings.Join(addrs, ","), "version", buildVersion(), "cluster", s.ClusterName, "network", s.Network,
 		"locality", s.Locality, "clusters", len(res.Snapshot.Clusters()), "admin", g.adminLn.Addr().String())
 	return g, nil
 }
@@ -188,6 +207,9 @@ func (g *gateway) drain() error {
 	sctx, scancel := context.WithTimeout(context.Background(), time.Second)
 	defer scancel()
 	_ = g.admin.Shutdown(sctx)
+	if g.tp != nil {
+		_ = g.tp.Shutdown(sctx) // flush spans of the last connections
+	}
 	if len(errs) > 0 {
 		g.log.Warn("drain ended at the deadline with connections still open")
 	} else {
@@ -240,4 +262,12 @@ func (g *gateway) startAdmin() error {
 		}
 	}()
 	return nil
+}
+
+// tracerOrNil keeps a nil *TracerProvider from becoming a non-nil interface.
+func tracerOrNil(tp *sdktrace.TracerProvider) trace.TracerProvider {
+	if tp == nil {
+		return nil
+	}
+	return tp
 }

@@ -36,7 +36,12 @@ type Settings struct {
 		Paths []string `mapstructure:"paths"`
 	} `mapstructure:"mesh"`
 	Forwarder string `mapstructure:"forwarder"`
-	Drain     struct {
+	Tracing   struct {
+		// OTLPEndpoint is an OTLP/HTTP URL such as http://collector:4318;
+		// OTEL_EXPORTER_OTLP_* variables take precedence.
+		OTLPEndpoint string `mapstructure:"otlpEndpoint"`
+	} `mapstructure:"tracing"`
+	Drain struct {
 		AcceptGrace time.Duration `mapstructure:"acceptGrace"`
 		IdleClose   time.Duration `mapstructure:"idleClose"`
 		Deadline    time.Duration `mapstructure:"deadline"`
@@ -116,9 +121,6 @@ func loadSettings(file string, flags *pflag.FlagSet) (*Settings, error) {
 		if f := flags.Lookup("mesh"); f != nil && f.Changed {
 			paths, _ := flags.GetStringSlice("mesh")
 			v.Set("mesh.paths", paths)
-		}
-		if f := flags.Lookup("listen"); f != nil && f.Changed {
-			v.Set("listeners.0.address", f.Value.String())
 		}
 	}
 	var s Settings
