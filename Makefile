@@ -6,7 +6,7 @@ FUZZTIME  ?= 30s
 # Test flags: race detector always, shuffled order, no cache.
 TESTFLAGS ?= -race -shuffle=on -count=1 -timeout 20m
 
-.PHONY: all build run test lint vet fmt-check fuzz bench generate deps tidy-check clean
+.PHONY: all build run test lint vet fmt-check fuzz bench generate deps tidy-check clean demo
 
 all: build
 
@@ -44,6 +44,10 @@ fuzz:
 	    echo "== $$pkg $$f"; $(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) $$pkg || exit 1; \
 	  done; \
 	done
+
+# Two clusters in network namespaces, locality failover (root, ip, go).
+demo: build
+	bash deploy/demo/netns-demo.sh $(BIN)
 
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem $(PKGS)
