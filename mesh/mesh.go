@@ -2,6 +2,8 @@ package mesh
 
 import (
 	"fmt"
+	"maps"
+	"slices"
 	"net/netip"
 	"strconv"
 	"strings"
@@ -329,10 +331,39 @@ func Build(spec Spec) (*Snapshot, error) {
 		if _, dup := s.clusters[c.Key]; dup {
 			return nil, fmt.Errorf("cluster %s declared twice", c.Key)
 		}
-		c.Name = c.Key.String()
+		if c.Name == "" {
+			// Only when unset: a cluster reused from a published snapshot is
+			// read concurrently and must not be written.
+			c.Name = c.Key.String()
+		}
 		s.clusters[c.Key] = c
 		s.list = append(s.list, c)
 	}
 	sortClusters(s.list)
 	return s, nil
+}
+
+// Update returns a new snapshot in which the changed clusters replace the
+// ones with the same key, sharing everything else with s. It is the cheap
+// path for an EDS update that names a few clusters of thousands; new or
+// removed clusters need Build.
+func (s *Snapshot) Update(version string, changed ...*Cluster) (*Snapshot, error) {
+	ns := &Snapshot{Version: version, clusters: maps.Clone(s.clusters), services: s.services, list: slices.Clone(s.list)}
+	for _, c := range changed {
+		old, ok := ns.clusters[c.Key]
+		if !ok {
+			return nil, fmt.Errorf("cluster %s: not in the snapshot", c.Key)
+		}
+		if c.Service != old.Service {
+			return nil, fmt.Errorf("cluster %s: service changed", c.Key)
+		}
+		c.Name = old.Name
+		ns.clusters[c.Key] = c
+		i, found := slices.BinarySearchFunc(ns.list, c.Name, func(e *Cluster, n string) int { return strings.Compare(e.Name, n) })
+		if !found {
+			return nil, fmt.Errorf("cluster %s: not in the list", c.Key)
+		}
+		ns.list[i] = c
+	}
+	return ns, nil
 }
