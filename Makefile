@@ -6,7 +6,7 @@ FUZZTIME  ?= 30s
 # Test flags: race detector always, shuffled order, no cache.
 TESTFLAGS ?= -race -shuffle=on -count=1 -timeout 20m
 
-.PHONY: all build run test lint vet fmt-check fuzz bench generate deps tidy-check clean demo
+.PHONY: all build run test lint vet fmt-check fuzz bench generate deps tidy-check clean demo bench-deps bench-smoke
 
 all: build
 
@@ -34,8 +34,20 @@ tidy-check:
 lint: fmt-check vet
 	$(GO) tool staticcheck $(PKGS)
 
-test: deps lint
-	$(GO) test $(TESTFLAGS) $(PKGS)
+# Real peers for the benchmark smoke test: HAProxy and nginx with its stream
+# module, from Debian's packages (CI runs as root).
+bench-deps:
+	@if ! command -v haproxy >/dev/null || ! command -v nginx >/dev/null || ! test -f /usr/lib/nginx/modules/ngx_stream_module.so; then \
+	  echo "installing haproxy and nginx for the benchmark smoke test"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq haproxy nginx libnginx-mod-stream >/dev/null; \
+	fi
+
+test: deps lint build bench-deps
+	EWBENCH_EASTWEST=$(CURDIR)/$(BIN) $(GO) test $(TESTFLAGS) $(PKGS)
+
+# Every benchmark target and mode for a moment: proves the harness works.
+bench-smoke: build bench-deps
+	EWBENCH_EASTWEST=$(CURDIR)/$(BIN) $(GO) test -race -count=1 -run '^TestSmoke$$' -v ./bench
 
 # Every fuzz target for FUZZTIME each (seeds alone run in `make test`).
 fuzz:
@@ -49,8 +61,11 @@ fuzz:
 demo: build
 	bash deploy/demo/netns-demo.sh $(BIN)
 
-bench:
+# Go micro-benchmarks, then the full side-by-side run (several minutes;
+# writes bench/results/). ewbench -h lists its options (-taskset, -rounds).
+bench: build bench-deps
 	$(GO) test -run '^$$' -bench . -benchmem $(PKGS)
+	$(GO) run ./bench/cmd/ewbench -eastwest $(CURDIR)/$(BIN)
 
 generate:
 	$(GO) generate ./...
