@@ -1,0 +1,44 @@
+// Package ebpf (imported as ewebpf) forwards the bytes of a proxied TCP
+// connection between the accepted client and its upstream, in the kernel
+// where the kernel wins and in user space where it does not. It satisfies
+// proxy.Forwarder without importing proxy.
+//
+// Kernel path: an SK_SKB stream-verdict program (bpf/forward.c, built by a
+// pinned `go tool bpf2go`, output committed) sits on a SOCKHASH keyed by
+// socket cookie and redirects each socket's bytes to its peer's egress.
+// One goroutine on a private epoll set watches every pair: no goroutine,
+// pipe or buffer per connection. It propagates FIN only once the peer's
+// send queue has taken every redirected byte (bytes_acked + SIOCOUTQ),
+// resets the peer on RST or error, and releases map entries and fds when a
+// pair ends. Bytes queued before insertion are pushed through the verdict
+// by setting SO_RCVLOWAT (tcp_data_ready), never read by user space.
+//
+// Hand-off: a pair whose redirected-but-untaken bytes would pass
+// Options.QueueCap (enforced by the verdict itself), or, in Auto, whose
+// rate stays above Options.BulkRate, moves to user space one way: the
+// verdict then returns SK_PASS, so new bytes queue on the source socket in
+// order and TCP flow control bounds memory; user space copies them with
+// read/write once every redirected byte has reached the peer. The sockets
+// stay in the SOCKHASH until closed: removing a socket whose psock holds
+// passed bytes loses them and wedges the socket on Linux 6.18 (measured),
+// and splice(2) must not read a socket in a sockmap.
+//
+// Splice path (Mode Splice, or the kernel path unavailable): per direction
+// a goroutine parks on Go's netpoller holding no buffer, then copies small
+// reads through pooled buffers and large ones with splice(2) through pooled
+// pipes. Half-close is kept both ways.
+//
+// The package must not decide routing, log per connection above debug, or
+// hold global state besides the cached Probe result; metrics come from
+// Collector, read at scrape time.
+//
+// Example:
+//
+//	fwd, err := ewebpf.New(ewebpf.Options{Mode: ewebpf.Auto, Logger: log})
+//	if errors.Is(err, ewebpf.ErrNotSupported) {
+//		log.Warn("sockmap forwarding off, using splice", "err", err)
+//	}
+//	defer fwd.Close()
+//	reg.MustRegister(fwd.Collector())
+//	fwd.Submit(client, upstream, hello, func(sent, received int64, err error) { ... })
+package ebpf

@@ -1,0 +1,628 @@
+package ebpf
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"errors"
+	"io"
+	"net"
+	"os"
+	"runtime"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// requireEBPF skips a kernel-path test where the kernel path is missing,
+// and fails it instead when EASTWEST_REQUIRE_EBPF=1 (CI runs as root).
+func requireEBPF(t testing.TB) {
+	t.Helper()
+	if os.Getenv(EnvForce) == "splice" {
+		t.Skipf("kernel path forced off by %s=splice", EnvForce)
+	}
+	err := Probe()
+	if err == nil {
+		return
+	}
+	if os.Getenv("EASTWEST_REQUIRE_EBPF") == "1" {
+		t.Fatalf("kernel path required (EASTWEST_REQUIRE_EBPF=1): %v", err)
+	}
+	t.Skipf("kernel path unavailable: %v", err)
+}
+
+var modes = []struct {
+	name string
+	mode Mode
+}{{"auto", Auto}, {"sockmap", Sockmap}, {"splice", Splice}}
+
+func newForwarder(t testing.TB, o Options) *Forwarder {
+	t.Helper()
+	if o.Mode != Splice {
+		requireEBPF(t)
+	}
+	f, err := New(o)
+	if err != nil {
+		t.Fatalf("New: %v", err)
+	}
+	if f.Mode() != o.Mode {
+		t.Fatalf("mode %v, want %v", f.Mode(), o.Mode)
+	}
+	t.Cleanup(func() { _ = f.Close() })
+	return f
+}
+
+type result struct {
+	sent, received int64
+	err            error
+}
+
+// gateway plays client -> gateway -> upstream on loopback: it accepts a
+// client, dials the upstream listener and hands both to f.Submit. The
+// upstream side of each pair arrives on Upstream, results on Done.
+type gateway struct {
+	Addr     string
+	Upstream chan *net.TCPConn
+	Done     chan result
+	Delay    time.Duration // before Submit, so client bytes queue first
+}
+
+func startGateway(t testing.TB, f *Forwarder, delay time.Duration) *gateway {
+	t.Helper()
+	front := listen(t)
+	back := listen(t)
+	g := &gateway{Addr: front.Addr().String(), Upstream: make(chan *net.TCPConn, 8192),
+		Done: make(chan result, 8192), Delay: delay}
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() {
+		defer wg.Done()
+		for {
+			c, err := back.AcceptTCP()
+			if err != nil {
+				return
+			}
+			g.Upstream <- c
+		}
+	}()
+	go func() {
+		defer wg.Done()
+		for {
+			c, err := front.AcceptTCP()
+			if err != nil {
+				return
+			}
+			u, err := net.DialTCP("tcp", nil, back.Addr().(*net.TCPAddr))
+			if err != nil {
+				c.Close()
+				g.Done <- result{err: err}
+				continue
+			}
+			if g.Delay > 0 {
+				time.Sleep(g.Delay)
+			}
+			f.Submit(c, u, nil, func(s, r int64, err error) { g.Done <- result{s, r, err} })
+		}
+	}()
+	t.Cleanup(func() {
+		front.Close()
+		back.Close()
+		wg.Wait()
+	})
+	return g
+}
+
+func listen(t testing.TB) *net.TCPListener {
+	t.Helper()
+	ln, err := net.ListenTCP("tcp", &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ln
+}
+
+// dial returns the client end and the upstream end of a new pair.
+func (g *gateway) dial(t testing.TB) (*net.TCPConn, *net.TCPConn) {
+	t.Helper()
+	c, err := net.Dial("tcp", g.Addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	select {
+	case u := <-g.Upstream:
+		t.Cleanup(func() { u.Close() })
+		return c.(*net.TCPConn), u
+	case <-time.After(5 * time.Second):
+		t.Fatal("upstream connection never arrived")
+	}
+	return nil, nil
+}
+
+func (g *gateway) result(t testing.TB) result {
+	t.Helper()
+	select {
+	case r := <-g.Done:
+		return r
+	case <-time.After(10 * time.Second):
+		t.Fatal("pair never ended")
+	}
+	return result{}
+}
+
+func randomBytes(t testing.TB, n int) []byte {
+	t.Helper()
+	b := make([]byte, n)
+	if _, err := rand.Read(b); err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+func deadline(t testing.TB, cs ...*net.TCPConn) {
+	t.Helper()
+	for _, c := range cs {
+		_ = c.SetDeadline(time.Now().Add(20 * time.Second))
+	}
+}
+
+// Bulk upload, echo by the upstream, half-close both ways: byte-exact.
+func TestBulkHalfClose(t *testing.T) {
+	for _, m := range modes {
+		t.Run(m.name, func(t *testing.T) {
+			f := newForwarder(t, Options{Mode: m.mode})
+			g := startGateway(t, f, 0)
+			for run := range 20 {
+				data := randomBytes(t, 1<<20+run*4099)
+				c, u := g.dial(t)
+				deadline(t, c, u)
+				echo := make(chan error, 1)
+				go func() {
+					_, err := io.Copy(u, u) // bare TCPConn: read until FIN, echo
+					if err == nil {
+						err = u.CloseWrite()
+					}
+					echo <- err
+				}()
+				werr := make(chan error, 1)
+				go func() {
+					_, err := c.Write(data)
+					if err == nil {
+						err = c.CloseWrite()
+					}
+					werr <- err
+				}()
+				got, err := io.ReadAll(c)
+				if err != nil {
+					t.Fatalf("run %d: client read: %v", run, err)
+				}
+				if err := <-werr; err != nil {
+					t.Fatalf("run %d: client write: %v", run, err)
+				}
+				if err := <-echo; err != nil {
+					t.Fatalf("run %d: upstream echo: %v", run, err)
+				}
+				if sha256.Sum256(got) != sha256.Sum256(data) {
+					t.Fatalf("run %d: got %d bytes, sent %d, hashes differ", run, len(got), len(data))
+				}
+				r := g.result(t)
+				if r.err != nil {
+					t.Fatalf("run %d: forward: %v", run, r.err)
+				}
+				if r.received != int64(len(data)) || r.sent != int64(len(data)) {
+					t.Fatalf("run %d: sent %d received %d, want %d each", run, r.sent, r.received, len(data))
+				}
+			}
+		})
+	}
+}
+
+// The client half-closes while the upstream is in the middle of a download
+// (SOCKMAP.md pitfall 3: the zero-length FIN skb must not EPIPE anyone).
+func TestHalfCloseDuringDownload(t *testing.T) {
+	for _, m := range modes {
+		t.Run(m.name, func(t *testing.T) {
+			f := newForwarder(t, Options{Mode: m.mode})
+			g := startGateway(t, f, 0)
+			for run := range 5 {
+				c, u := g.dial(t)
+				deadline(t, c, u)
+				data := randomBytes(t, 8<<20)
+				up := make(chan error, 1)
+				go func() {
+					_, err := u.Write(data)
+					if err == nil {
+						err = u.CloseWrite()
+					}
+					if err == nil {
+						var rest []byte
+						rest, err = io.ReadAll(u)
+						if err == nil && string(rest) != "req" {
+							err = errors.New("upstream got " + strconv.Quote(string(rest)))
+						}
+					}
+					up <- err
+				}()
+				buf := make([]byte, 64<<10)
+				n, err := io.ReadFull(c, buf)
+				if err != nil {
+					t.Fatalf("run %d: first read: %v", run, err)
+				}
+				if _, err := c.Write([]byte("req")); err != nil {
+					t.Fatal(err)
+				}
+				if err := c.CloseWrite(); err != nil {
+					t.Fatal(err)
+				}
+				rest, err := io.ReadAll(c)
+				if err != nil {
+					t.Fatalf("run %d: client read after half-close: %v", run, err)
+				}
+				if !bytes.Equal(append(buf[:n:n], rest...), data) {
+					t.Fatalf("run %d: download corrupted: %d of %d bytes", run, n+len(rest), len(data))
+				}
+				if err := <-up; err != nil {
+					t.Fatalf("run %d: upstream: %v", run, err)
+				}
+				if r := g.result(t); r.err != nil {
+					t.Fatalf("run %d: forward: %v", run, r.err)
+				}
+			}
+		})
+	}
+}
+
+// Client bytes that arrive before the pair is inserted (pitfall 4).
+func TestPreQueuedBytes(t *testing.T) {
+	for _, m := range modes {
+		t.Run(m.name, func(t *testing.T) {
+			f := newForwarder(t, Options{Mode: m.mode})
+			g := startGateway(t, f, 50*time.Millisecond)
+			c, err := net.Dial("tcp", g.Addr)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			if _, err := c.Write([]byte("early bytes")); err != nil {
+				t.Fatal(err)
+			}
+			u := <-g.Upstream
+			defer u.Close()
+			deadline(t, c.(*net.TCPConn), u)
+			buf := make([]byte, 11)
+			if _, err := io.ReadFull(u, buf); err != nil {
+				t.Fatalf("early bytes never forwarded: %v", err)
+			}
+			if string(buf) != "early bytes" {
+				t.Fatalf("got %q", buf)
+			}
+			c.Close()
+			u.Close()
+			g.result(t)
+		})
+	}
+}
+
+// RST from either side resets the other and ends the pair; so does a full
+// close while the other side still sends.
+func TestResetAndClose(t *testing.T) {
+	for _, m := range modes {
+		for _, tc := range []struct {
+			name       string
+			clientSide bool
+			rst        bool
+		}{
+			{"rst-client", true, true}, {"rst-upstream", false, true},
+			{"close-client", true, false}, {"close-upstream", false, false},
+		} {
+			t.Run(m.name+"/"+tc.name, func(t *testing.T) {
+				f := newForwarder(t, Options{Mode: m.mode})
+				g := startGateway(t, f, 0)
+				c, u := g.dial(t)
+				deadline(t, c, u)
+				quitter, sender := c, u
+				if !tc.clientSide {
+					quitter, sender = u, c
+				}
+				// Traffic in the kernel path first.
+				if _, err := sender.Write([]byte("x")); err != nil {
+					t.Fatal(err)
+				}
+				if _, err := io.ReadFull(quitter, make([]byte, 1)); err != nil {
+					t.Fatal(err)
+				}
+				if tc.rst {
+					_ = quitter.SetLinger(0)
+				}
+				quitter.Close()
+				// The other side keeps sending until its socket errors.
+				chunk := make([]byte, 32<<10)
+				var werr error
+				for i := 0; i < 2000 && werr == nil; i++ {
+					_, werr = sender.Write(chunk)
+				}
+				if werr == nil {
+					_, werr = sender.Read(chunk)
+				}
+				if werr == nil || errors.Is(werr, os.ErrDeadlineExceeded) {
+					t.Fatalf("the surviving side never saw its peer go away (%v); pairs: kernel %d, user %d, hand-offs %d",
+						werr, f.activeKernel.Load(), f.activeUser.Load(), f.handoffCap.Load()+f.handoffBulk.Load())
+				}
+				r := g.result(t)
+				if tc.rst && r.err == nil && m.mode != Splice {
+					t.Errorf("reset not reported: %+v", r)
+				}
+			})
+		}
+	}
+}
+
+// memUsage returns this process's RSS and the machine's MemAvailable.
+func memUsage(t testing.TB) (rss, avail int64) {
+	t.Helper()
+	for _, f := range []struct {
+		path, key string
+		into      *int64
+	}{{"/proc/self/status", "VmRSS:", &rss}, {"/proc/meminfo", "MemAvailable:", &avail}} {
+		b, err := os.ReadFile(f.path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, l := range strings.Split(string(b), "\n") {
+			if strings.HasPrefix(l, f.key) {
+				*f.into = kib(l)
+			}
+		}
+	}
+	return rss, avail
+}
+
+func kib(l string) int64 {
+	f := strings.Fields(l)
+	n, _ := strconv.ParseInt(f[1], 10, 64)
+	return n << 10
+}
+
+// A fast writer behind a stalled reader: memory stays near the cap, and
+// every byte arrives once the reader resumes (pitfall 1).
+func TestStalledReaderBounded(t *testing.T) {
+	const cap = 1 << 20
+	for _, m := range modes {
+		t.Run(m.name, func(t *testing.T) {
+			f := newForwarder(t, Options{Mode: m.mode, QueueCap: cap})
+			g := startGateway(t, f, 0)
+			c, u := g.dial(t)
+			deadline(t, c, u)
+			runtime.GC()
+			rss0, avail0 := memUsage(t)
+			var sent int64
+			h := sha256.New()
+			chunk := randomBytes(t, 64<<10)
+			stop := time.Now().Add(5 * time.Second)
+			for time.Now().Before(stop) {
+				_ = c.SetWriteDeadline(time.Now().Add(100 * time.Millisecond))
+				n, err := c.Write(chunk)
+				h.Write(chunk[:n])
+				sent += int64(n)
+				if err != nil && !errors.Is(err, os.ErrDeadlineExceeded) {
+					t.Fatalf("client write: %v", err)
+				}
+			}
+			rss1, avail1 := memUsage(t)
+			t.Logf("%s: %d MiB pushed while stalled; RSS %+d MiB, MemAvailable %+d MiB (machine-wide, noisy)",
+				m.name, sent>>20, (rss1-rss0)>>20, (avail1-avail0)>>20)
+			// Every byte pushed and not yet read sits in some queue between
+			// the client and the stalled reader, so the pushed count bounds
+			// the kernel memory held; without the cap it passes 700 MiB
+			// (pitfall 1). RSS bounds the process's own buffers.
+			if limit := int64(cap + 48<<20); sent > limit {
+				t.Errorf("%d MiB pushed into a stalled pair, limit %d MiB", sent>>20, limit>>20)
+			}
+			if grown, limit := rss1-rss0, int64(cap+32<<20); grown > limit {
+				t.Errorf("RSS grew by %d MiB, limit %d MiB", grown>>20, limit>>20)
+			}
+			if m.mode != Splice && f.handoffCap.Load()+f.handoffBulk.Load() == 0 {
+				t.Errorf("no hand-off to user space for a stalled reader")
+			}
+			_ = c.SetWriteDeadline(time.Time{})
+			if err := c.CloseWrite(); err != nil {
+				t.Fatal(err)
+			}
+			rh := sha256.New()
+			n, err := io.Copy(rh, u)
+			if err != nil {
+				t.Fatalf("upstream read: %v", err)
+			}
+			if n != sent || !bytes.Equal(rh.Sum(nil), h.Sum(nil)) {
+				t.Fatalf("upstream got %d bytes, client sent %d (or hashes differ)", n, sent)
+			}
+			u.CloseWrite()
+			if r := g.result(t); r.err != nil {
+				t.Fatalf("forward: %v", r.err)
+			}
+		})
+	}
+}
+
+// A sustained flow in Auto moves to user space in the middle of the
+// stream without losing, duplicating or reordering a byte.
+func TestAutoBulkHandoff(t *testing.T) {
+	f := newForwarder(t, Options{Mode: Auto, BulkRate: 1 << 20, QueueCap: 256 << 20})
+	g := startGateway(t, f, 0)
+	for run := range 3 {
+		c, u := g.dial(t)
+		deadline(t, c, u)
+		chunk := randomBytes(t, 256<<10)
+		h := sha256.New()
+		got := make(chan []byte, 1)
+		go func() {
+			rh := sha256.New()
+			_, _ = io.Copy(rh, u)
+			got <- rh.Sum(nil)
+		}()
+		for end := time.Now().Add(700 * time.Millisecond); time.Now().Before(end); {
+			if _, err := c.Write(chunk); err != nil {
+				t.Fatal(err)
+			}
+			h.Write(chunk)
+			time.Sleep(time.Millisecond) // a steady flow, not one burst
+		}
+		c.CloseWrite()
+		if !bytes.Equal(<-got, h.Sum(nil)) {
+			t.Fatalf("run %d: stream changed across the hand-off", run)
+		}
+		u.CloseWrite()
+		if r := g.result(t); r.err != nil {
+			t.Fatalf("run %d: forward: %v", run, r.err)
+		}
+	}
+	t.Logf("hand-offs: bulk %d, queue cap %d", f.handoffBulk.Load(), f.handoffCap.Load())
+	if f.handoffBulk.Load() == 0 {
+		t.Fatal("no bulk hand-off")
+	}
+}
+
+func countFDs(t testing.TB) int {
+	t.Helper()
+	es, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return len(es)
+}
+
+// Many idle pairs in the kernel path cost no goroutine each, and closing
+// them leaves no map entry, fd or goroutine behind.
+func TestManyPairsNoGoroutines(t *testing.T) {
+	const n = 1000
+	f := newForwarder(t, Options{Mode: Sockmap})
+	g := startGateway(t, f, 0)
+	fds0, gr0 := countFDs(t), runtime.NumGoroutine()
+	type end struct{ c, u *net.TCPConn }
+	ends := make([]end, 0, n)
+	for range n {
+		c, err := net.Dial("tcp", g.Addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ends = append(ends, end{c.(*net.TCPConn), <-g.Upstream})
+	}
+	// One round trip per pair proves each is forwarding.
+	for i, e := range ends {
+		deadline(t, e.c, e.u)
+		if _, err := e.c.Write([]byte{byte(i)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	one := make([]byte, 1)
+	for i, e := range ends {
+		if _, err := io.ReadFull(e.u, one); err != nil || one[0] != byte(i) {
+			t.Fatalf("pair %d: %v %v", i, one, err)
+		}
+	}
+	if got := runtime.NumGoroutine() - gr0; got > 20 {
+		t.Errorf("%d goroutines for %d kernel pairs", got, n)
+	}
+	if k := f.activeKernel.Load(); k != n {
+		t.Errorf("%d pairs in the kernel path, want %d", k, n)
+	}
+	for _, e := range ends {
+		e.c.Close()
+		e.u.Close()
+	}
+	for range n {
+		if r := g.result(t); r.err != nil {
+			t.Logf("pair ended with %v", r.err)
+		}
+	}
+	waitFor(t, func() bool { return runtime.NumGoroutine() <= gr0+2 && countFDs(t) <= fds0 })
+	var key uint64
+	var st forwardStat
+	if f.k.objs.Stats.Iterate().Next(&key, &st) {
+		t.Errorf("stats entry %d left behind", key)
+	}
+	var pr forwardPair
+	if f.k.objs.Pairs.Iterate().Next(&key, &pr) {
+		t.Errorf("pairs entry %d left behind", key)
+	}
+	if f.activeKernel.Load() != 0 || f.activeUser.Load() != 0 {
+		t.Errorf("active pairs left: kernel %d user %d", f.activeKernel.Load(), f.activeUser.Load())
+	}
+}
+
+func waitFor(t testing.TB, cond func() bool) {
+	t.Helper()
+	for i := 0; i < 500; i++ {
+		if cond() {
+			return
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	t.Fatalf("condition never held: goroutines %d fds %d", runtime.NumGoroutine(), countFDs(t))
+}
+
+// Forward blocks until the pair ends; ctx cancellation ends it at once.
+func TestForwardCancel(t *testing.T) {
+	for _, m := range modes {
+		t.Run(m.name, func(t *testing.T) {
+			f := newForwarder(t, Options{Mode: m.mode})
+			front, back := listen(t), listen(t)
+			defer front.Close()
+			defer back.Close()
+			c, err := net.DialTCP("tcp", nil, front.Addr().(*net.TCPAddr))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			gw, _ := front.AcceptTCP()
+			up, err := net.DialTCP("tcp", nil, back.Addr().(*net.TCPAddr))
+			if err != nil {
+				t.Fatal(err)
+			}
+			srv, _ := back.AcceptTCP()
+			defer srv.Close()
+			deadline(t, c, srv)
+			ctx, cancel := context.WithCancel(context.Background())
+			done := make(chan result, 1)
+			go func() {
+				s, r, err := f.Forward(ctx, gw, up, []byte("hello"))
+				done <- result{s, r, err}
+			}()
+			buf := make([]byte, 5)
+			if _, err := io.ReadFull(srv, buf); err != nil || string(buf) != "hello" {
+				t.Fatalf("peeked bytes: %q %v", buf, err)
+			}
+			cancel()
+			r := <-done
+			if !errors.Is(r.err, context.Canceled) || r.received != 5 {
+				t.Fatalf("got %+v, want context.Canceled and 5 received", r)
+			}
+			if _, err := c.Read(buf); err == nil {
+				t.Fatal("client conn still open after cancel")
+			}
+		})
+	}
+}
+
+func BenchmarkForward(b *testing.B) {
+	for _, m := range modes {
+		b.Run(m.name, func(b *testing.B) {
+			f := newForwarder(b, Options{Mode: m.mode})
+			g := startGateway(b, f, 0)
+			c, u := g.dial(b)
+			msg := make([]byte, 1<<20)
+			go func() { _, _ = io.Copy(io.Discard, u) }()
+			b.SetBytes(int64(len(msg)))
+			b.ReportAllocs()
+			for b.Loop() {
+				if _, err := c.Write(msg); err != nil {
+					b.Fatal(err)
+				}
+			}
+			c.CloseWrite()
+		})
+	}
+}

@@ -1,0 +1,300 @@
+package ebpf
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+const (
+	bufSize   = 32 << 10 // read/write chunk for small reads
+	spliceMin = 64 << 10 // readable bytes from which splice(2) pays off
+	pipeSize  = 1 << 20
+)
+
+// bufPool holds pointers to fixed-size buffers: no allocation per chunk.
+var bufPool = sync.Pool{New: func() any { return new([bufSize]byte) }}
+
+// pipePool keeps idle pipes for splice(2) between sockets that are not in
+// the sockmap. A pipe is held only while bytes move.
+type pipePool struct {
+	mu   sync.Mutex
+	free [][2]int
+}
+
+func (pp *pipePool) get() ([2]int, error) {
+	pp.mu.Lock()
+	if n := len(pp.free); n > 0 {
+		p := pp.free[n-1]
+		pp.free = pp.free[:n-1]
+		pp.mu.Unlock()
+		return p, nil
+	}
+	pp.mu.Unlock()
+	var p [2]int
+	if err := unix.Pipe2(p[:], unix.O_CLOEXEC|unix.O_NONBLOCK); err != nil {
+		return p, err
+	}
+	_, _ = unix.FcntlInt(uintptr(p[0]), unix.F_SETPIPE_SZ, pipeSize)
+	return p, nil
+}
+
+// put returns an empty pipe; a pipe that may hold bytes is closed.
+func (pp *pipePool) put(p [2]int, empty bool) {
+	pp.mu.Lock()
+	if empty && len(pp.free) < 64 {
+		pp.free = append(pp.free, p)
+		pp.mu.Unlock()
+		return
+	}
+	pp.mu.Unlock()
+	unix.Close(p[0])
+	unix.Close(p[1])
+}
+
+func (pp *pipePool) drain() {
+	pp.mu.Lock()
+	defer pp.mu.Unlock()
+	for _, p := range pp.free {
+		unix.Close(p[0])
+		unix.Close(p[1])
+	}
+	pp.free = nil
+}
+
+// startUser copies both directions of p in user space, one goroutine per
+// direction still open. inMap says the sockets are in the sockmap with
+// their gate closed: then bytes are read with read(2) only (pitfall 7),
+// after every byte the kernel redirected has reached the peer.
+func (f *Forwarder) startUser(p *pair, inMap bool) {
+	n := int32(0)
+	for i := range p.dirs {
+		if !(inMap && p.dirs[i].shut) {
+			n++
+		}
+	}
+	p.userLeft.Store(n)
+	if n == 0 {
+		p.finish(nil, false)
+		return
+	}
+	for i := range p.dirs {
+		if inMap && p.dirs[i].shut {
+			continue
+		}
+		f.wg.Add(1)
+		go p.userDir(i, inMap)
+	}
+}
+
+func (p *pair) userDir(i int, inMap bool) {
+	defer p.f.wg.Done()
+	src, dst, count := p.client, p.upstream, &p.userRecv
+	if i == 1 {
+		src, dst, count = p.upstream, p.client, &p.userSent
+	}
+	var err error
+	if inMap {
+		if err = p.waitTaken(i); err == nil {
+			err = p.copyInMap(i, src, dst, count)
+		}
+	} else {
+		err = p.f.copySplice(src, dst, count)
+	}
+	if err == nil {
+		err = dst.CloseWrite()
+	}
+	if err != nil {
+		p.finish(err, true)
+		return
+	}
+	if p.userLeft.Add(-1) == 0 {
+		p.finish(nil, false)
+	}
+}
+
+// waitTaken waits until the peer's send queue has taken every byte the
+// verdict redirected in direction i, for as long as it takes: user-space
+// bytes written earlier would overtake them.
+func (p *pair) waitTaken(i int) error {
+	d := &p.dirs[i]
+	k := p.f.k
+	for !p.ended.Load() {
+		red := k.stat(d.srcC).Redirected
+		t, err := taken(d.dst)
+		if err != nil {
+			return err
+		}
+		if t-d.base >= red {
+			return nil
+		}
+		// A peer that was reset or closed never takes the rest: the
+		// kernel dropped those bytes, so the pair ends with a reset.
+		for _, c := range []*net.TCPConn{d.src, d.dst} {
+			if gone(c) {
+				return fmt.Errorf("waiting for the peer to take redirected bytes: %w", unix.ECONNRESET)
+			}
+		}
+		time.Sleep(time.Millisecond)
+	}
+	return ErrClosed
+}
+
+// waitReadable parks on Go's netpoller until src has bytes, EOF or an
+// error, holding no buffer: the callback peeks one byte on the stack.
+func waitReadable(rc syscall.RawConn) error {
+	var b [1]byte
+	var perr error
+	err := rc.Read(func(fd uintptr) bool {
+		_, _, e := unix.Recvfrom(int(fd), b[:], unix.MSG_PEEK|unix.MSG_DONTWAIT)
+		if e == unix.EAGAIN || e == unix.EINTR {
+			return false
+		}
+		perr = e
+		return true
+	})
+	if err != nil {
+		return err
+	}
+	return perr
+}
+
+// copyInMap copies one direction of a pair whose sockets stay in the
+// sockmap. At EOF it makes sure every byte the verdict passed was read:
+// the psock may still be moving the last ones to the socket.
+func (p *pair) copyInMap(i int, src, dst *net.TCPConn, count *atomic.Int64) error {
+	rc, err := src.SyscallConn()
+	if err != nil {
+		return err
+	}
+	var got uint64
+	srcC := p.dirs[i].srcC
+	for {
+		if err := waitReadable(rc); err != nil {
+			return err
+		}
+		b := bufPool.Get().(*[bufSize]byte)
+		n, rerr := src.Read(b[:])
+		if n > 0 {
+			_, werr := dst.Write(b[:n])
+			bufPool.Put(b)
+			if werr != nil {
+				return werr
+			}
+			got += uint64(n)
+			count.Add(int64(n))
+			p.f.userBytes.Add(int64(n))
+		} else {
+			bufPool.Put(b)
+		}
+		if errors.Is(rerr, io.EOF) {
+			if got >= p.f.k.stat(srcC).Passed || p.ended.Load() {
+				return nil
+			}
+			time.Sleep(time.Millisecond)
+			continue
+		}
+		if rerr != nil {
+			return rerr
+		}
+	}
+}
+
+// copySplice copies src to dst for sockets outside the sockmap: small
+// reads through a pooled buffer, large ones with splice(2) through a
+// pooled pipe. It returns nil at src's EOF.
+func (f *Forwarder) copySplice(src, dst *net.TCPConn, count *atomic.Int64) error {
+	srcRC, err := src.SyscallConn()
+	if err != nil {
+		return err
+	}
+	dstRC, err := dst.SyscallConn()
+	if err != nil {
+		return err
+	}
+	for {
+		if err := waitReadable(srcRC); err != nil {
+			return err
+		}
+		avail, _ := inq(src)
+		if avail >= spliceMin {
+			n, err := f.spliceOnce(srcRC, dstRC, avail)
+			count.Add(n)
+			f.userBytes.Add(n)
+			if err != nil {
+				return err
+			}
+			continue
+		}
+		b := bufPool.Get().(*[bufSize]byte)
+		n, rerr := src.Read(b[:])
+		if n > 0 {
+			_, werr := dst.Write(b[:n])
+			if werr != nil {
+				bufPool.Put(b)
+				return werr
+			}
+			count.Add(int64(n))
+			f.userBytes.Add(int64(n))
+		}
+		bufPool.Put(b)
+		if errors.Is(rerr, io.EOF) {
+			return nil
+		}
+		if rerr != nil {
+			return rerr
+		}
+	}
+}
+
+// spliceOnce moves up to want readable bytes from src to dst through a
+// pooled pipe.
+func (f *Forwarder) spliceOnce(src, dst syscall.RawConn, want int) (int64, error) {
+	pp, err := f.pipes.get()
+	if err != nil {
+		return 0, err
+	}
+	if want > pipeSize {
+		want = pipeSize
+	}
+	var in int64
+	var serr error
+	err = src.Read(func(fd uintptr) bool {
+		in, serr = unix.Splice(int(fd), nil, pp[1], nil, want, unix.SPLICE_F_MOVE|unix.SPLICE_F_NONBLOCK)
+		return serr != unix.EAGAIN
+	})
+	if err == nil {
+		err = serr
+	}
+	if err != nil || in == 0 {
+		f.pipes.put(pp, in == 0)
+		return 0, err
+	}
+	var out int64
+	err = dst.Write(func(fd uintptr) bool {
+		for out < in {
+			n, e := unix.Splice(pp[0], nil, int(fd), nil, int(in-out), unix.SPLICE_F_MOVE|unix.SPLICE_F_NONBLOCK)
+			if e == unix.EAGAIN {
+				return false
+			}
+			if e != nil {
+				serr = e
+				return true
+			}
+			out += n
+		}
+		return true
+	})
+	if err == nil {
+		err = serr
+	}
+	f.pipes.put(pp, out == in)
+	return out, err
+}
