@@ -26,14 +26,27 @@ import (
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/eastwest-gw/eastwest/balancer"
+	ewebpf "github.com/eastwest-gw/eastwest/ebpf"
+	"github.com/eastwest-gw/eastwest/health"
 	"github.com/eastwest-gw/eastwest/mesh"
 	"github.com/eastwest-gw/eastwest/mesh/istioyaml"
 	"github.com/eastwest-gw/eastwest/proxy"
 )
 
-var _ proxy.Picker = (*balancer.Balancer)(nil)
+var (
+	_ proxy.Picker = (*balancer.Balancer)(nil)
+	_ health.Sink  = (*balancer.Balancer)(nil)
+)
 
 func loadMesh(ctx context.Context, s *Settings) (*istioyaml.Result, error) {
+	if s.Discovery.XDS.Address != "" {
+		// The mesh comes from istiod; an empty snapshot until it answers.
+		snap, err := mesh.Build(mesh.Spec{Version: "xds-pending"})
+		if err != nil {
+			return nil, err
+		}
+		return &istioyaml.Result{Snapshot: snap}, nil
+	}
 	if len(s.Mesh.Paths) == 0 {
 		return nil, errors.New("mesh.paths: no Istio YAML files or folders given (set mesh.paths or --mesh)")
 	}
@@ -47,13 +60,17 @@ type gateway struct {
 	reg      *prometheus.Registry
 	store    *mesh.Store
 	bal      *balancer.Balancer
+	hc       *health.Checker // nil without health checks
+	groups   atomic.Pointer[[]health.Group]
+	fwd      *ewebpf.Forwarder
 	servers  []*proxy.Server
 	ready    atomic.Bool
 	draining atomic.Bool
 	reloads  *prometheus.CounterVec
-	admin    *http.Server
+	admin    []*http.Server
 	adminLn  net.Listener
 	tp       *sdktrace.TracerProvider // nil when tracing is off
+	reloadMu sync.Mutex
 }
 
 // run starts the gateway and blocks until ctx ends, then drains (DR-1).
@@ -67,10 +84,18 @@ func run(ctx context.Context, s *Settings, file string, fs *pflag.FlagSet, stdou
 	if err != nil {
 		return err
 	}
+	changed := make(chan struct{}, 1)
+	if s.Discovery.XDS.Address == "" && s.Mesh.Watch {
+		if err := watchFiles(ctx, append([]string{file}, s.Mesh.Paths...), changed, g.log); err != nil {
+			g.log.Warn("mesh files are not watched; reload with SIGHUP", "err", err)
+		}
+	}
 	for {
 		select {
 		case <-hup:
-			g.reload(ctx, file, fs)
+			g.reload(ctx, file, fs, "SIGHUP")
+		case <-changed:
+			g.reload(ctx, file, fs, "file change")
 		case <-ctx.Done():
 			return g.drain()
 		}
@@ -89,23 +114,29 @@ func start(ctx context.Context, s *Settings, stdout, stderr io.Writer) (*gateway
 		log.Warn("mesh", "file", w.File, "resource", w.Resource, "warning", w.Message)
 	}
 	g := &gateway{s: s, log: log, reg: prometheus.NewRegistry(), store: mesh.NewStore(res.Snapshot)}
+	groups := groupsFrom(res.WorkloadGroups)
+	g.groups.Store(&groups)
 	g.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	g.reloads = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "eastwest_config_reloads_total", Help: "Mesh and settings reloads, by result."}, []string{"result"})
 	g.reg.MustRegister(g.reloads)
 
 	g.bal = balancer.New(balancer.Options{Locality: s.gatewayLocality(), Network: s.Network, Logger: log.With("component", "balancer")})
-	g.store.Subscribe(g.bal.Update)
+	g.store.Subscribe(g.bal.Update) // before health: verdicts name endpoints the balancer knows
 	go g.bal.Run(ctx)
+	if len(s.HealthChecks) > 0 || len(groups) > 0 {
+		g.hc = health.New(health.Options{Sink: g.bal, Logger: log.With("component", "health"), Registerer: g.reg})
+		g.store.Subscribe(func(snap *mesh.Snapshot) {
+			g.hc.Update(health.TargetsFor(snap, s.HealthChecks, *g.groups.Load()...))
+		})
+		go g.hc.Run(ctx)
+	}
 
-	fwd, err := newForwarder(s, log, g.reg)
-	if err != nil {
+	if g.fwd, err = newForwarder(s, log, g.reg); err != nil {
 		return nil, err
 	}
-	tp, err := newTracerProvider(ctx, s, log)
-	if err != nil {
+	if g.tp, err = newTracerProvider(ctx, s, log); err != nil {
 		return nil, err
 	}
-	g.tp = tp
 	var alog *proxy.AccessLog
 	if s.Log.AccessLog {
 		f := proxy.AccessLogText
@@ -120,8 +151,8 @@ func start(ctx context.Context, s *Settings, stdout, stderr io.Writer) (*gateway
 	}
 	for _, l := range s.Listeners {
 		srv, err := proxy.New(l.proxyConfig(), proxy.Deps{
-			Store: g.store, Picker: g.bal, Forwarder: fwd, Logger: log, AccessLog: alog,
-			Metrics: pm, TracerProvider: tracerOrNil(tp),
+			Store: g.store, Picker: g.bal, Forwarder: g.fwd, Logger: log, AccessLog: alog,
+			Metrics: pm, TracerProvider: tracerOrNil(g.tp),
 		})
 		if err == nil {
 			err = srv.Listen()
@@ -136,6 +167,13 @@ func start(ctx context.Context, s *Settings, stdout, stderr io.Writer) (*gateway
 		g.closeListeners()
 		return nil, err
 	}
+	if s.Discovery.XDS.Address != "" {
+		if err := g.startXDS(ctx); err != nil {
+			g.closeListeners()
+			return nil, err
+		}
+	}
+	g.awaitFirstChecks()
 	for _, srv := range g.servers {
 		go func() {
 			if err := srv.Serve(); err != nil {
@@ -143,40 +181,69 @@ func start(ctx context.Context, s *Settings, stdout, stderr io.Writer) (*gateway
 			}
 		}()
 	}
-	g.ready.Store(true)
 	addrs := make([]string, len(g.servers))
 	for i, srv := range g.servers {
 		addrs[i] = srv.Addr()
 	}
-	log.Info("eastwest ready", "listeners", strings.Join(addrs, ","), "version", buildVersion(), "cluster", s.ClusterName, "network", s.Network,
-		"locality", s.Locality, "clusters", len(res.Snapshot.Clusters()), "admin", g.adminLn.Addr().String())
+	if s.Discovery.XDS.Address == "" {
+		g.ready.Store(true)
+	}
+	log.Info("eastwest ready", "listeners", strings.Join(addrs, ","), "version", buildVersion(), "cluster", s.ClusterName,
+		"network", s.Network, "locality", s.Locality, "clusters", len(res.Snapshot.Clusters()), "admin", g.adminLn.Addr().String())
 	return g, nil
+}
+
+// awaitFirstChecks holds the listeners back, for a bounded time, until every
+// endpoint has had its first active check: Envoy's hosts start unhealthy
+// until then, and routing before it would refuse clients for nothing.
+func (g *gateway) awaitFirstChecks() {
+	if g.hc == nil {
+		return
+	}
+	deadline := time.Now().Add(g.s.Drain.IdleClose + 5*time.Second)
+	for g.hc.Pending() > 0 && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	if n := g.hc.Pending(); n > 0 {
+		g.log.Warn("starting before every endpoint was checked", "pending", n)
+	}
 }
 
 func (g *gateway) closeListeners() {
 	for _, srv := range g.servers {
 		_ = srv.Shutdown(context.Background(), 0)
 	}
+	if g.fwd != nil {
+		_ = g.fwd.Close()
+	}
 }
 
 // reload re-reads the settings file and the mesh; anything that does not
 // validate is reported and the running config stays.
-func (g *gateway) reload(ctx context.Context, file string, fs *pflag.FlagSet) {
+func (g *gateway) reload(ctx context.Context, file string, fs *pflag.FlagSet, why string) {
+	g.reloadMu.Lock()
+	defer g.reloadMu.Unlock()
 	s, err := loadSettings(file, fs)
 	if err == nil {
 		var res *istioyaml.Result
 		if res, err = loadMesh(ctx, s); err == nil {
+			if s.Discovery.XDS.Address != "" {
+				g.log.Info("mesh comes from xDS; nothing to reload", "trigger", why)
+				return
+			}
+			groups := groupsFrom(res.WorkloadGroups)
+			g.groups.Store(&groups)
 			g.store.Swap(res.Snapshot)
 			g.reloads.WithLabelValues("ok").Inc()
-			g.log.Info("mesh reloaded", "clusters", len(res.Snapshot.Clusters()), "version", res.Snapshot.Version)
-			if s.Network != g.s.Network || len(s.Listeners) != len(g.s.Listeners) {
+			g.log.Info("mesh reloaded", "trigger", why, "clusters", len(res.Snapshot.Clusters()), "version", res.Snapshot.Version)
+			if s.Network != g.s.Network || len(s.Listeners) != len(g.s.Listeners) || s.Forwarder != g.s.Forwarder {
 				g.log.Warn("listener, network and forwarder settings change only on restart")
 			}
 			return
 		}
 	}
 	g.reloads.WithLabelValues("rejected").Inc()
-	g.log.Error("reload rejected; the running config stays", "err", err)
+	g.log.Error("reload rejected; the running config stays", "trigger", why, "err", err)
 }
 
 // drain follows DR-1: readiness fails first, listeners keep accepting for
@@ -190,27 +257,27 @@ func (g *gateway) drain() error {
 	ctx, cancel := context.WithTimeout(context.Background(), g.s.Drain.Deadline)
 	defer cancel()
 	var wg sync.WaitGroup
-	var errs []error
-	var mu sync.Mutex
+	var forced atomic.Bool
 	for _, srv := range g.servers {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			if err := srv.Shutdown(ctx, g.s.Drain.IdleClose); err != nil {
-				mu.Lock()
-				errs = append(errs, err)
-				mu.Unlock()
+				forced.Store(true)
 			}
 		}()
 	}
 	wg.Wait()
+	_ = g.fwd.Close()
 	sctx, scancel := context.WithTimeout(context.Background(), time.Second)
 	defer scancel()
-	_ = g.admin.Shutdown(sctx)
+	for _, a := range g.admin {
+		_ = a.Shutdown(sctx)
+	}
 	if g.tp != nil {
 		_ = g.tp.Shutdown(sctx) // flush spans of the last connections
 	}
-	if len(errs) > 0 {
+	if forced.Load() {
 		g.log.Warn("drain ended at the deadline with connections still open")
 	} else {
 		g.log.Info("drained")
@@ -218,34 +285,31 @@ func (g *gateway) drain() error {
 	return nil
 }
 
+func (g *gateway) readyHandler(w http.ResponseWriter, _ *http.Request) {
+	switch {
+	case g.draining.Load():
+		http.Error(w, "draining", http.StatusServiceUnavailable)
+	case !g.ready.Load():
+		http.Error(w, "starting", http.StatusServiceUnavailable)
+	default:
+		fmt.Fprintln(w, "ready")
+	}
+}
+
 func (g *gateway) startAdmin() error {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
-	ready := func(w http.ResponseWriter, _ *http.Request) {
-		switch {
-		case g.draining.Load():
-			http.Error(w, "draining", http.StatusServiceUnavailable)
-		case !g.ready.Load():
-			http.Error(w, "starting", http.StatusServiceUnavailable)
-		default:
-			fmt.Fprintln(w, "ready")
-		}
-	}
-	mux.HandleFunc("GET /ready", ready)
-	mux.HandleFunc("GET /healthz/ready", ready) // Istio's status port path
+	mux.HandleFunc("GET /ready", g.readyHandler)
+	mux.HandleFunc("GET /healthz/ready", g.readyHandler) // Istio's status port path
 	mux.Handle("GET /metrics", promhttp.HandlerFor(g.reg, promhttp.HandlerOpts{Registry: g.reg}))
-	mux.HandleFunc("GET /debug/config", func(w http.ResponseWriter, _ *http.Request) {
+	writeJSON := func(w http.ResponseWriter, v any) {
 		w.Header().Set("Content-Type", "application/json")
 		enc := json.NewEncoder(w)
 		enc.SetIndent("", "  ")
-		_ = enc.Encode(g.s)
-	})
-	mux.HandleFunc("GET /debug/clusters", func(w http.ResponseWriter, _ *http.Request) {
-		w.Header().Set("Content-Type", "application/json")
-		enc := json.NewEncoder(w)
-		enc.SetIndent("", "  ")
-		_ = enc.Encode(g.bal.DebugClusters())
-	})
+		_ = enc.Encode(v)
+	}
+	mux.HandleFunc("GET /debug/config", func(w http.ResponseWriter, _ *http.Request) { writeJSON(w, g.s.redacted()) })
+	mux.HandleFunc("GET /debug/clusters", func(w http.ResponseWriter, _ *http.Request) { writeJSON(w, g.bal.DebugClusters()) })
 	mux.HandleFunc("/debug/pprof/", pprof.Index)
 	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
 	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
@@ -255,13 +319,31 @@ func (g *gateway) startAdmin() error {
 		return fmt.Errorf("admin: %w", err)
 	}
 	g.adminLn = ln
-	g.admin = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	g.serveHTTP(ln, mux)
+	if addr := g.s.Status.Address; addr != "" {
+		// Istio's status port: what a cloud load balancer may reach, so it
+		// serves readiness and nothing else.
+		smux := http.NewServeMux()
+		smux.HandleFunc("GET /healthz/ready", g.readyHandler)
+		smux.HandleFunc("GET /ready", g.readyHandler)
+		sln, err := net.Listen("tcp", addr)
+		if err != nil {
+			ln.Close()
+			return fmt.Errorf("status: %w", err)
+		}
+		g.serveHTTP(sln, smux)
+	}
+	return nil
+}
+
+func (g *gateway) serveHTTP(ln net.Listener, h http.Handler) {
+	srv := &http.Server{Handler: h, ReadHeaderTimeout: 5 * time.Second}
+	g.admin = append(g.admin, srv)
 	go func() {
-		if err := g.admin.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			g.log.Error("admin server stopped", "err", err)
 		}
 	}()
-	return nil
 }
 
 // tracerOrNil keeps a nil *TracerProvider from becoming a non-nil interface.

@@ -13,6 +13,7 @@ import (
 	"github.com/spf13/pflag"
 	"github.com/spf13/viper"
 
+	"github.com/eastwest-gw/eastwest/health"
 	"github.com/eastwest-gw/eastwest/mesh"
 	"github.com/eastwest-gw/eastwest/proxy"
 	"github.com/eastwest-gw/eastwest/sni"
@@ -32,11 +33,23 @@ type Settings struct {
 	Admin       struct {
 		Address string `mapstructure:"address"`
 	} `mapstructure:"admin"`
+	Status struct {
+		// Address serves only /healthz/ready and /ready (Istio's 15021
+		// convention) for cloud load balancer health checks; empty: off.
+		Address string `mapstructure:"address"`
+	} `mapstructure:"status"`
 	Mesh struct {
 		Paths []string `mapstructure:"paths"`
+		// Watch reloads when a file under Paths or the settings file
+		// changes, as SIGHUP does.
+		Watch bool `mapstructure:"watch"`
 	} `mapstructure:"mesh"`
-	Forwarder string `mapstructure:"forwarder"`
-	Tracing   struct {
+	Discovery struct {
+		XDS XDSSettings `mapstructure:"xds"`
+	} `mapstructure:"discovery"`
+	HealthChecks []health.CheckConfig `mapstructure:"healthChecks"`
+	Forwarder    string               `mapstructure:"forwarder"`
+	Tracing      struct {
 		// OTLPEndpoint is an OTLP/HTTP URL such as http://collector:4318;
 		// OTEL_EXPORTER_OTLP_* variables take precedence.
 		OTLPEndpoint string `mapstructure:"otlpEndpoint"`
@@ -52,6 +65,26 @@ type Settings struct {
 		AccessLog       bool   `mapstructure:"accessLog"`
 		AccessLogFormat string `mapstructure:"accessLogFormat"`
 	} `mapstructure:"log"`
+}
+
+// XDSSettings connect the gateway to istiod instead of reading mesh files.
+type XDSSettings struct {
+	Address    string            `mapstructure:"address"`
+	ServerName string            `mapstructure:"serverName"`
+	Insecure   bool              `mapstructure:"insecure"`
+	Delta      bool              `mapstructure:"delta"`
+	CertFile   string            `mapstructure:"certFile"`
+	KeyFile    string            `mapstructure:"keyFile"`
+	CAFile     string            `mapstructure:"caFile"`
+	TokenFile  string            `mapstructure:"tokenFile"`
+	ClusterID  string            `mapstructure:"clusterId"`
+	Labels     map[string]string `mapstructure:"labels"`
+	// PodIP, PodName, Namespace and ServiceAccount default to the
+	// INSTANCE_IP, POD_NAME, POD_NAMESPACE and SERVICE_ACCOUNT variables
+	// Istio's gateway pods set.
+	PodIP          string `mapstructure:"podIP"`
+	PodName        string `mapstructure:"podName"`
+	ServiceAccount string `mapstructure:"serviceAccount"`
 }
 
 // ListenerConfig is one entry of listeners.
@@ -188,6 +221,32 @@ func (s *Settings) validate() error {
 	if _, _, err := net.SplitHostPort(s.Admin.Address); s.Admin.Address != "" && err != nil {
 		errs = append(errs, fmt.Errorf("admin.address: %w", err))
 	}
+	if _, _, err := net.SplitHostPort(s.Status.Address); s.Status.Address != "" && err != nil {
+		errs = append(errs, fmt.Errorf("status.address: %w", err))
+	}
+	for i := range s.HealthChecks {
+		c, err := s.HealthChecks[i].WithDefaults()
+		if err != nil {
+			errs = append(errs, fmt.Errorf("healthChecks[%d]: %w", i, err))
+			continue
+		}
+		s.HealthChecks[i] = c
+	}
+	x := &s.Discovery.XDS
+	if x.Address != "" {
+		if _, _, err := net.SplitHostPort(x.Address); err != nil {
+			errs = append(errs, fmt.Errorf("discovery.xds.address: %w", err))
+		}
+		if !x.Insecure && x.CAFile == "" {
+			errs = append(errs, errors.New("discovery.xds: caFile is required unless insecure is true"))
+		}
+		x.PodIP = orStr(x.PodIP, os.Getenv("INSTANCE_IP"))
+		x.PodName = orStr(x.PodName, os.Getenv("POD_NAME"))
+		x.ServiceAccount = orStr(x.ServiceAccount, os.Getenv("SERVICE_ACCOUNT"))
+		if x.PodIP == "" {
+			errs = append(errs, errors.New("discovery.xds: podIP (or INSTANCE_IP) is required: istiod names the gateway by it"))
+		}
+	}
 	switch s.Forwarder {
 	case "", "auto", "sockmap", "splice":
 		if s.Forwarder == "" {
@@ -216,6 +275,16 @@ func (s *Settings) validate() error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// redacted returns a copy for /debug/config with secrets' paths kept but
+// nothing read from them, and labels that could carry tokens removed.
+func (s *Settings) redacted() Settings {
+	c := *s
+	if c.Discovery.XDS.TokenFile != "" {
+		c.Discovery.XDS.TokenFile = "(set)"
+	}
+	return c
 }
 
 // gatewayLocality is the parsed locality setting.
