@@ -42,8 +42,12 @@ bench-deps:
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq haproxy nginx libnginx-mod-stream >/dev/null; \
 	fi
 
+# The forwarder-sensitive suites run again with each kernel forwarder.
+FORWARDER_PKGS := ./proxy ./cmd/eastwest
+
 test: deps lint build bench-deps
 	EWBENCH_EASTWEST=$(CURDIR)/$(BIN) $(GO) test $(TESTFLAGS) $(PKGS)
+	for f in sockmap auto; do EASTWEST_TEST_FORWARDER=$$f $(GO) test $(TESTFLAGS) $(FORWARDER_PKGS) || exit 1; done
 
 # Every benchmark target and mode for a moment: proves the harness works.
 bench-smoke: build bench-deps

@@ -76,7 +76,7 @@ func TestMetricsAfterKnownSequence(t *testing.T) {
 		t.Fatal(err)
 	}
 	srv, err := proxy.New(proxy.Config{Address: "127.0.0.1:0", Listeners: 1, MaxConnectAttempts: 1}, proxy.Deps{
-		Store: mesh.NewStore(snap), Picker: &rrPicker{}, Forwarder: proxy.SpliceForwarder{}, Metrics: pm,
+		Store: mesh.NewStore(snap), Picker: &rrPicker{}, Forwarder: testForwarder(t), Metrics: pm,
 		Logger: slog.New(slog.DiscardHandler),
 	})
 	if err != nil {

@@ -133,7 +133,7 @@ func newWorld(t *testing.T, cfg proxy.Config, extra ...mesh.Endpoint) *world {
 		t.Fatal(err)
 	}
 	w.srv, err = proxy.New(cfg, proxy.Deps{
-		Store: mesh.NewStore(snap), Picker: w.picker, Forwarder: proxy.SpliceForwarder{},
+		Store: mesh.NewStore(snap), Picker: w.picker, Forwarder: testForwarder(t),
 		Logger:    slog.New(slog.NewTextHandler(w.logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
 		AccessLog: proxy.NewAccessLog(w.logs, proxy.AccessLogJSON), Metrics: metrics,
 	})

@@ -84,7 +84,7 @@ admin:
   address: 127.0.0.1:0
 mesh:
   paths: [%s]
-forwarder: splice
+forwarder: %s
 drain:
   acceptGrace: 200ms
   idleClose: 30s
@@ -170,7 +170,7 @@ func TestBinaryEndToEndAndSIGTERMDrain(t *testing.T) {
 	b2 := testnet.NewTLSBackend(t, "reviews-v2", ca.ServerConfig(t, serverID), testnet.Hello)
 	dir := writeFiles(t, map[string]string{"mesh.yaml": meshYAML(b1, b2)})
 	settings := filepath.Join(dir, "settings.yaml")
-	if err := os.WriteFile(settings, []byte(fmt.Sprintf(settingsYAML, filepath.Join(dir, "mesh.yaml"))), 0o600); err != nil {
+	if err := os.WriteFile(settings, []byte(fmt.Sprintf(settingsYAML, filepath.Join(dir, "mesh.yaml"), testForwarder())), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	g := startGateway(t, "--config", settings)
@@ -316,7 +316,7 @@ func TestBadReloadKeepsRunningConfig(t *testing.T) {
 	dir := writeFiles(t, map[string]string{"mesh.yaml": meshYAML(b1, b2)})
 	mf := filepath.Join(dir, "mesh.yaml")
 	sf := filepath.Join(dir, "settings.yaml")
-	if err := os.WriteFile(sf, []byte(fmt.Sprintf(settingsYAML, mf)), 0o600); err != nil {
+	if err := os.WriteFile(sf, []byte(fmt.Sprintf(settingsYAML, mf, testForwarder())), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	g := startGateway(t, "--config", sf)
@@ -351,4 +351,13 @@ func TestVersion(t *testing.T) {
 	if err != nil || !strings.HasPrefix(string(out), "eastwest ") {
 		t.Fatalf("version: %v %q", err, out)
 	}
+}
+
+// testForwarder is the forwarder the binary runs with in these tests:
+// EASTWEST_TEST_FORWARDER, splice by default (make test runs each).
+func testForwarder() string {
+	if f := os.Getenv("EASTWEST_TEST_FORWARDER"); f != "" {
+		return f
+	}
+	return "splice"
 }
