@@ -114,7 +114,13 @@ var (
 
 func startGateway(t *testing.T, args ...string) *gatewayProc {
 	t.Helper()
+	return startGatewayEnv(t, nil, args...)
+}
+
+func startGatewayEnv(t *testing.T, env []string, args ...string) *gatewayProc {
+	t.Helper()
 	g := &gatewayProc{cmd: exec.Command(binary, args...), exited: make(chan struct{})}
+	g.cmd.Env = append(os.Environ(), env...)
 	g.cmd.Stdout = io.Discard
 	pr, pw := io.Pipe()
 	g.cmd.Stderr = pw
