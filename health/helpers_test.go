@@ -2,16 +2,11 @@ package health
 
 import (
 	"bytes"
-	"context"
-	"fmt"
 	"log/slog"
 	"math/rand/v2"
-	"net"
-	"net/http"
 	"net/netip"
 	"runtime"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -94,25 +89,6 @@ func (s *recordSink) count(ep netip.AddrPort, value bool) int {
 		}
 	}
 	return n
-}
-
-// waitState waits until ep's verdict is want and returns when that was
-// first observed, or fails the test after limit.
-func (s *recordSink) waitState(tb testing.TB, ep netip.AddrPort, want bool, limit time.Duration) time.Time {
-	tb.Helper()
-	deadline := time.NewTimer(limit)
-	defer deadline.Stop()
-	for {
-		if s.state(ep) == want {
-			return time.Now()
-		}
-		select {
-		case <-s.changed:
-		case <-time.After(10 * time.Millisecond):
-		case <-deadline.C:
-			tb.Fatalf("%v: still healthy=%v after %v", ep, !want, limit)
-		}
-	}
 }
 
 // syncBuffer collects log output safely.
@@ -210,64 +186,6 @@ func exactCfg() CheckConfig {
 }
 
 func ap(s string) netip.AddrPort { return netip.MustParseAddrPort(s) }
-
-// statusServer is a real HTTP server on 127.0.0.1 whose answer can change.
-type statusServer struct {
-	addr   netip.AddrPort
-	status atomic.Int32
-	hits   atomic.Int64
-	header http.Header
-}
-
-func newStatusServer(tb testing.TB, host string) *statusServer {
-	tb.Helper()
-	s := &statusServer{header: http.Header{}}
-	s.status.Store(http.StatusOK)
-	ln, err := net.Listen("tcp", host+":0")
-	if err != nil {
-		tb.Fatal(err)
-	}
-	s.addr = netip.MustParseAddrPort(ln.Addr().String())
-	srv := &http.Server{Handler: s, ReadHeaderTimeout: 5 * time.Second}
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		_ = srv.Serve(ln)
-	}()
-	tb.Cleanup(func() {
-		_ = srv.Close()
-		<-done
-	})
-	return s
-}
-
-func (s *statusServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	s.hits.Add(1)
-	if r.URL.Path != IstioReadinessPath {
-		http.NotFound(w, r)
-		return
-	}
-	for k, v := range s.header {
-		w.Header()[k] = v
-	}
-	w.WriteHeader(int(s.status.Load()))
-	fmt.Fprintln(w, "ready?")
-}
-
-// runChecker runs c until the test ends and waits for Run to return.
-func runChecker(tb testing.TB, c *Checker) {
-	tb.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		c.Run(ctx)
-	}()
-	tb.Cleanup(func() {
-		cancel()
-		<-done
-	})
-}
 
 // checkGoroutines fails the test if goroutines started during it are still
 // running shortly after its other cleanups.
