@@ -211,8 +211,16 @@ func TestBinaryEndToEndAndSIGTERMDrain(t *testing.T) {
 	}
 	body, _ := io.ReadAll(resp.Body)
 	resp.Body.Close()
-	if !strings.Contains(string(body), `istio_tcp_connections_opened_total{`) {
-		t.Errorf("/metrics has no istio_tcp_connections_opened_total")
+	for _, want := range []string{
+		`istio_tcp_connections_opened_total{`,
+		`envoy_cluster_membership_healthy{cluster_name="outbound_.9080_.v1_.reviews.default.svc.cluster.local"} 1`,
+		`envoy_cluster_outlier_detection_ejections_active{`,
+		`envoy_listener_downstream_cx_total{`,
+		`eastwest_forwarder_active_pairs{`,
+	} {
+		if !strings.Contains(string(body), want) {
+			t.Errorf("/metrics lacks %s", want)
+		}
 	}
 
 	// A connection in flight when SIGTERM arrives finishes without a reset.

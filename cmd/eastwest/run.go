@@ -121,6 +121,7 @@ func start(ctx context.Context, s *Settings, stdout, stderr io.Writer) (*gateway
 	g.reg.MustRegister(g.reloads)
 
 	g.bal = balancer.New(balancer.Options{Locality: s.gatewayLocality(), Network: s.Network, Logger: log.With("component", "balancer")})
+	g.reg.MustRegister(balancerCollector{b: g.bal})
 	g.store.Subscribe(g.bal.Update) // before health: verdicts name endpoints the balancer knows
 	go g.bal.Run(ctx)
 	if len(s.HealthChecks) > 0 || len(groups) > 0 {
