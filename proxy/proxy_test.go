@@ -586,3 +586,28 @@ func metricValue(t *testing.T, g prometheus.Gatherer, name, k, v string) float64
 	}
 	return sum
 }
+
+func TestCloseConnectionsToOneEndpoint(t *testing.T) {
+	w := newWorld(t, proxy.Config{})
+	var toA, others []*tls.Conn
+	for len(toA) < 2 || len(others) < 2 {
+		c, name := w.dial(t, "outbound_.9080_._."+reviews)
+		defer c.Close()
+		if name == "reviews-v1-a" {
+			toA = append(toA, c)
+		} else {
+			others = append(others, c)
+		}
+	}
+	w.srv.CloseConnections(w.v1a.AddrPort(), 200*time.Millisecond)
+	for _, c := range toA {
+		_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		if _, err := c.Read(make([]byte, 1)); err == nil {
+			t.Fatal("a connection to the unhealthy endpoint stayed open")
+		}
+	}
+	for _, c := range others {
+		roundTrip(t, c, 100) // untouched
+	}
+	waitFor(t, func() bool { return strings.Contains(w.logs.String(), "upstream_unhealthy") }, "upstream_unhealthy in the access log")
+}

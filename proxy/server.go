@@ -48,6 +48,7 @@ type Server struct {
 	lm      listenerMetrics
 	rw      *sni.Rewriter
 	tracer  trace.Tracer // nil when tracing is off
+	sample  sampler
 	dialer  net.Dialer
 	helloBf sync.Pool // *[]byte of cfg.MaxHelloBytes
 
@@ -189,6 +190,7 @@ func (s *Server) acceptLoop(ln *net.TCPListener) {
 type conn struct {
 	client   *net.TCPConn
 	upstream *net.TCPConn
+	endpoint netip.AddrPort
 	idle     time.Duration // 0: never idles out
 	deadline time.Time     // maxConnectionDuration; zero: none
 	start    time.Time
@@ -239,6 +241,7 @@ const (
 	closeIdle = iota + 1
 	closeMaxDuration
 	closeDrain
+	closeUnhealthy
 )
 
 func (s *Server) track(c *conn) {
@@ -342,7 +345,7 @@ func (s *Server) handle(c *net.TCPConn) {
 	// Phase 3: forward until both directions end.
 	ctx, cancel := context.WithCancel(s.ctx)
 	defer cancel()
-	cc := &conn{client: c, upstream: up, start: rec.start, cancel: cancel, idle: s.cfg.IdleTimeout, cs: cs, is: is}
+	cc := &conn{client: c, upstream: up, endpoint: ep.Addr, start: rec.start, cancel: cancel, idle: s.cfg.IdleTimeout, cs: cs, is: is}
 	if p := cl.Policy.IdleTimeout; p != 0 {
 		cc.idle = p
 	}
@@ -367,6 +370,8 @@ func (s *Server) handle(c *net.TCPConn) {
 		cs.maxDur.Add(1)
 	case closeDrain:
 		rec.details = "drain_deadline"
+	case closeUnhealthy:
+		rec.details = "upstream_unhealthy"
 	default:
 		if ferr != nil {
 			rec.details = "connection_error"
@@ -514,7 +519,13 @@ func (s *Server) refuse(c *net.TCPConn, rec *logRecord, reason string, err error
 		rec.details = reason
 	}
 	s.m.refused.WithLabelValues(s.cfg.Name, reason).Inc()
-	s.log.Debug("connection refused", "reason", reason, "sni", rec.sni, "peer", c.RemoteAddr().String(), "err", err)
+	if n, ok := s.sample.allow(reason, time.Now()); ok {
+		// A sample, at most one line per reason per second, says what the
+		// counter cannot: which name, from where (UNK-3).
+		s.log.Info("connection refused", "reason", reason, "sni", rec.sni, "peer", c.RemoteAddr().String(), "err", err, "suppressed_since_last", n)
+	} else {
+		s.log.Debug("connection refused", "reason", reason, "sni", rec.sni, "peer", c.RemoteAddr().String(), "err", err)
+	}
 	c.Close()
 }
 
@@ -654,6 +665,37 @@ func (s *Server) closeIdle(idle time.Duration, why uint32) {
 	}
 }
 
+// CloseConnections ends the connections to ep, spread evenly over window
+// so that their clients do not all reconnect at once (HC-6: an active check
+// failed ep and the settings ask to close what it carries). Each gets a FIN
+// both ways. It returns at once; the closing runs on its own goroutine.
+func (s *Server) CloseConnections(ep netip.AddrPort, window time.Duration) {
+	var victims []*conn
+	for _, c := range s.snapshotConns() {
+		if c.endpoint == ep {
+			victims = append(victims, c)
+		}
+	}
+	if len(victims) == 0 {
+		return
+	}
+	s.log.Info("closing connections to an unhealthy endpoint", "endpoint", ep.String(), "connections", len(victims), "window", window)
+	go func() {
+		step := window / time.Duration(len(victims))
+		for i, c := range victims {
+			if i > 0 && step > 0 {
+				select {
+				case <-time.After(step):
+				case <-s.ctx.Done():
+					return
+				}
+			}
+			c.closed.CompareAndSwap(0, closeUnhealthy)
+			c.finish()
+		}
+	}()
+}
+
 // finish sends a FIN both ways: each peer sees a clean end of stream and
 // the forwarder ends on its own.
 func (c *conn) finish() {
@@ -663,4 +705,28 @@ func (c *conn) finish() {
 
 func listenControl(network, address string, rc syscall.RawConn) error {
 	return reusePort(rc)
+}
+
+// sampler lets one log line per key through per second and counts the rest.
+type sampler struct {
+	mu   sync.Mutex
+	last map[string]time.Time
+	held map[string]int
+}
+
+// allow reports whether a line for key may be logged now, and how many were
+// held back since the last one.
+func (p *sampler) allow(key string, now time.Time) (int, bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.last == nil {
+		p.last, p.held = map[string]time.Time{}, map[string]int{}
+	}
+	if now.Sub(p.last[key]) < time.Second {
+		p.held[key]++
+		return 0, false
+	}
+	n := p.held[key]
+	p.last[key], p.held[key] = now, 0
+	return n, true
 }

@@ -253,3 +253,11 @@ func (ss *statsSet) istioValues(v *[23]string, k *istioKey) {
 	v[18], v[19] = k.canonSvc, k.canonRev
 	v[20], v[21] = "tcp", k.flags
 }
+
+// ClusterHasTraffic reports whether the named cluster has carried a
+// connection recently (its series exist and counted one). Health checks use
+// it to slow down to their no-traffic interval.
+func (m *Metrics) ClusterHasTraffic(name string) bool {
+	v, ok := m.stats.clusters.Load(name)
+	return ok && v.(*clusterStats).total.Load() > 0
+}

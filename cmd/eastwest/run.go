@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/pprof"
+	"net/netip"
 	"os"
 	"os/signal"
 	"strings"
@@ -121,11 +122,23 @@ func start(ctx context.Context, s *Settings, stdout, stderr io.Writer) (*gateway
 	g.reg.MustRegister(g.reloads)
 
 	g.bal = balancer.New(balancer.Options{Locality: s.gatewayLocality(), Network: s.Network, Logger: log.With("component", "balancer")})
+	pm, err := proxy.NewMetrics(g.reg, s.ClusterName)
+	if err != nil {
+		return nil, err
+	}
 	g.reg.MustRegister(balancerCollector{b: g.bal})
 	g.store.Subscribe(g.bal.Update) // before health: verdicts name endpoints the balancer knows
 	go g.bal.Run(ctx)
 	if len(s.HealthChecks) > 0 || len(groups) > 0 {
-		g.hc = health.New(health.Options{Sink: g.bal, Logger: log.With("component", "health"), Registerer: g.reg})
+		g.hc = health.New(health.Options{
+			Sink: g.bal, Logger: log.With("component", "health"), Registerer: g.reg,
+			ClusterHasTraffic: pm.ClusterHasTraffic,
+			OnUnhealthy: func(ep netip.AddrPort, window time.Duration) {
+				for _, srv := range g.servers {
+					srv.CloseConnections(ep, window)
+				}
+			},
+		})
 		g.store.Subscribe(func(snap *mesh.Snapshot) {
 			g.hc.Update(health.TargetsFor(snap, s.HealthChecks, *g.groups.Load()...))
 		})
@@ -144,11 +157,15 @@ func start(ctx context.Context, s *Settings, stdout, stderr io.Writer) (*gateway
 		if s.Log.AccessLogFormat == "json" {
 			f = proxy.AccessLogJSON
 		}
-		alog = proxy.NewAccessLog(stdout, f)
-	}
-	pm, err := proxy.NewMetrics(g.reg, s.ClusterName)
-	if err != nil {
-		return nil, err
+		w := stdout
+		if p := s.Log.AccessLogPath; p != "" && p != "-" {
+			file, err := os.OpenFile(p, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o640)
+			if err != nil {
+				return nil, fmt.Errorf("log.accessLogPath: %w", err)
+			}
+			w = file
+		}
+		alog = proxy.NewAccessLog(w, f)
 	}
 	for _, l := range s.Listeners {
 		srv, err := proxy.New(l.proxyConfig(), proxy.Deps{

@@ -64,6 +64,9 @@ type Settings struct {
 		Format          string `mapstructure:"format"`
 		AccessLog       bool   `mapstructure:"accessLog"`
 		AccessLogFormat string `mapstructure:"accessLogFormat"`
+		// AccessLogPath is a file to append access log lines to; empty or
+		// "-" means standard output.
+		AccessLogPath string `mapstructure:"accessLogPath"`
 	} `mapstructure:"log"`
 }
 

@@ -1,0 +1,189 @@
+package main
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"crypto/tls"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/eastwest-gw/eastwest/internal/testpki"
+	"github.com/eastwest-gw/eastwest/sni"
+)
+
+// tcpEcho is a plain TCP echo endpoint: past the ClientHello the gateway
+// moves opaque bytes, so the load needs no TLS to be checked byte for byte.
+func tcpEcho(t *testing.T) int {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	t.Cleanup(func() { ln.Close(); wg.Wait() })
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				defer c.Close()
+				_, _ = io.Copy(c, c)
+				_ = c.(*net.TCPConn).CloseWrite()
+			}()
+		}
+	}()
+	return ln.Addr().(*net.TCPAddr).Port
+}
+
+func echoMesh(ports ...int) string {
+	s := `apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: echo, namespace: default}
+spec:
+  hosts: [echo.default.svc.cluster.local]
+  location: MESH_INTERNAL
+  resolution: STATIC
+  ports: [{number: 9080, name: tcp, protocol: TCP}]
+  endpoints:
+`
+	for _, p := range ports {
+		s += fmt.Sprintf("  - {address: 127.0.0.1, ports: {tcp: %d}, serviceAccount: echo}\n", p)
+	}
+	return s
+}
+
+// Reload under load: 500 new connections per second for 20 s while the mesh
+// is replaced every 100 ms. Every client connection succeeds and every byte
+// comes back.
+func TestReloadUnderLoad(t *testing.T) {
+	if testing.Short() {
+		t.Skip("20 s load test")
+	}
+	const (
+		rate     = 500
+		duration = 20 * time.Second
+		payload  = 4096
+	)
+	p1, p2, p3 := tcpEcho(t), tcpEcho(t), tcpEcho(t)
+	dir := t.TempDir()
+	mf := filepath.Join(dir, "mesh.yaml")
+	if err := os.WriteFile(mf, []byte(echoMesh(p1, p2)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	sf := filepath.Join(dir, "settings.yaml")
+	settings := fmt.Sprintf(settingsYAML, mf, testForwarder()) + "log: {level: warn, accessLog: false}\n"
+	if err := os.WriteFile(sf, []byte(settings), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	g := startGateway(t, "--config", sf)
+
+	ca := testpki.NewCA(t)
+	a, b := net.Pipe()
+	cfg := ca.ClientConfig(t, clientID, "outbound_.9080_._.echo.default.svc.cluster.local", serverID)
+	go func() { _ = tls.Client(a, cfg).Handshake(); a.Close() }()
+	raw, _, err := sni.Read(b, make([]byte, 64<<10))
+	b.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	hello := append([]byte(nil), raw...)
+	body := bytes.Repeat([]byte("0123456789abcdef"), payload/16)
+	want := sha256.Sum256(append(append([]byte(nil), hello...), body...))
+
+	stop := make(chan struct{})
+	var reloads atomic.Int64
+	var rwg sync.WaitGroup
+	rwg.Add(1)
+	go func() { // the mesh flips between two endpoint sets every 100 ms
+		defer rwg.Done()
+		tick := time.NewTicker(100 * time.Millisecond)
+		defer tick.Stop()
+		for i := 0; ; i++ {
+			select {
+			case <-stop:
+				return
+			case <-tick.C:
+			}
+			m := echoMesh(p1, p2)
+			if i%2 == 0 {
+				m = echoMesh(p2, p3)
+			}
+			if err := os.WriteFile(mf, []byte(m), 0o600); err == nil && g.cmd.Process.Signal(syscall.SIGHUP) == nil {
+				reloads.Add(1)
+			}
+		}
+	}()
+
+	var ok, failed atomic.Int64
+	var firstErr atomic.Value
+	sem := make(chan struct{}, 256) // bounded concurrency
+	var wg sync.WaitGroup
+	tick := time.NewTicker(time.Second / rate)
+	end := time.Now().Add(duration)
+	for time.Now().Before(end) {
+		<-tick.C
+		sem <- struct{}{}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			if err := echoOnce(g.addr, hello, body, want); err != nil {
+				failed.Add(1)
+				firstErr.CompareAndSwap(nil, err)
+				return
+			}
+			ok.Add(1)
+		}()
+	}
+	tick.Stop()
+	wg.Wait()
+	close(stop)
+	rwg.Wait()
+	t.Logf("%d connections ok, %d failed, %d reloads", ok.Load(), failed.Load(), reloads.Load())
+	if failed.Load() != 0 {
+		t.Fatalf("%d of %d connections failed during reloads; first: %v", failed.Load(), ok.Load()+failed.Load(), firstErr.Load())
+	}
+	if ok.Load() < rate*int64(duration/time.Second)*8/10 {
+		t.Fatalf("only %d connections ran; the load did not happen", ok.Load())
+	}
+	if reloads.Load() < 100 {
+		t.Fatalf("only %d reloads", reloads.Load())
+	}
+}
+
+func echoOnce(addr string, hello, body []byte, want [32]byte) error {
+	c, err := net.DialTimeout("tcp", addr, 5*time.Second)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+	go func() {
+		_, _ = c.Write(hello)
+		_, _ = c.Write(body)
+		_ = c.(*net.TCPConn).CloseWrite()
+	}()
+	h := sha256.New()
+	n, err := io.Copy(h, c)
+	if err != nil {
+		return err
+	}
+	if n != int64(len(hello)+len(body)) || !bytes.Equal(h.Sum(nil), want[:]) {
+		return fmt.Errorf("echo: %d bytes, hash mismatch or short (want %d)", n, len(hello)+len(body))
+	}
+	return nil
+}
