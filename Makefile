@@ -6,7 +6,7 @@ FUZZTIME  ?= 30s
 # Test flags: race detector always, shuffled order, no cache.
 TESTFLAGS ?= -race -shuffle=on -count=1 -timeout 20m
 
-.PHONY: all build run test lint vet fmt-check fuzz bench generate deps tidy-check clean demo bench-deps bench-smoke
+.PHONY: all build run test lint vet fmt-check fuzz bench generate deps tidy-check clean demo bench-deps bench-smoke generate-check
 
 all: build
 
@@ -71,8 +71,14 @@ bench: build bench-deps
 	$(GO) test -run '^$$' -bench . -benchmem $(PKGS)
 	$(GO) run ./bench/cmd/ewbench -eastwest $(CURDIR)/$(BIN)
 
+# eBPF objects from ebpf/bpf/*.c with the pinned bpf2go; clang from Debian.
 generate:
+	@command -v clang >/dev/null && test -d /usr/include/bpf || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq clang llvm libbpf-dev >/dev/null)
 	$(GO) generate ./...
+
+# The committed eBPF objects are what the C source generates.
+generate-check: generate
+	git diff --exit-code -- ebpf/
 
 clean:
 	rm -rf bin
