@@ -2,7 +2,6 @@ package balancer_test
 
 import (
 	"context"
-	"crypto/tls"
 	"fmt"
 	"io"
 	"log/slog"
@@ -15,11 +14,11 @@ import (
 	"time"
 
 	"github.com/eastwest-gw/eastwest/balancer"
+	"github.com/eastwest-gw/eastwest/internal/testnet"
 	"github.com/eastwest-gw/eastwest/internal/testpki"
 	"github.com/eastwest-gw/eastwest/mesh"
 	"github.com/eastwest-gw/eastwest/mesh/istioyaml"
 	"github.com/eastwest-gw/eastwest/proxy"
-	"github.com/eastwest-gw/eastwest/sni"
 )
 
 var _ proxy.Picker = (*balancer.Balancer)(nil)
@@ -108,16 +107,7 @@ func gateway(t *testing.T, yaml string, locality string) (addr string, hello []b
 		_ = srv.Shutdown(context.Background(), 0)
 	})
 	// One real ClientHello with Istio's SNI and ALPN, replayed by every client.
-	ca := testpki.NewCA(t)
-	a, c := net.Pipe()
-	cfg := ca.ClientConfig(t, "spiffe://cluster1.local/ns/default/sa/client", "outbound_.9080_._.reviews.default.svc.cluster.local", "spiffe://x")
-	go func() { _ = tls.Client(a, cfg).Handshake(); a.Close() }()
-	raw, _, err := sni.Read(c, make([]byte, 64<<10))
-	c.Close()
-	if err != nil {
-		t.Fatal(err)
-	}
-	return srv.Addr(), append([]byte(nil), raw...)
+	return srv.Addr(), testnet.ClientHello(t, testpki.NewCA(t), "outbound_.9080_._.reviews.default.svc.cluster.local")
 }
 
 // through sends the hello through the gateway and returns who answered, or

@@ -48,7 +48,7 @@ func TestSmoke(t *testing.T) {
 	rep, err := bench.Run(ctx, bench.Options{
 		EastwestBin: eastwestBin(t),
 		Smoke:       true,
-		Targets:     []string{"direct", "eastwest-splice", "haproxy", "nginx"},
+		Targets:     nil, // every target: the smoke run proves each still works
 		Log:         logWriter{t},
 		Command:     "go test ./bench -run TestSmoke",
 	})

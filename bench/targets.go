@@ -34,6 +34,10 @@ var DefaultTargets = []Target{
 	{Name: "eastwest-splice", Kind: KindEastwest, Settings: map[string]string{"forwarder": "splice"}},
 	{Name: "eastwest-sockmap", Kind: KindEastwest, Settings: map[string]string{"forwarder": "sockmap"}},
 	{Name: "eastwest-auto", Kind: KindEastwest, Settings: map[string]string{"forwarder": "auto"}},
+	// The cost of tracing: a span per connection, exported in batches to an
+	// OTLP address that refuses (nothing on the discard port), so the figure
+	// is the gateway's own work. Metrics are always on in every target.
+	{Name: "eastwest-auto-traced", Kind: KindEastwest, Settings: map[string]string{"forwarder": "auto", "tracing": "{otlpEndpoint: 'http://127.0.0.1:9'}"}},
 	{Name: "haproxy", Kind: KindHAProxy},
 	{Name: "nginx", Kind: KindNginx},
 }

@@ -2,7 +2,6 @@ package health_test
 
 import (
 	"context"
-	"crypto/tls"
 	"fmt"
 	"io"
 	"log/slog"
@@ -15,11 +14,11 @@ import (
 
 	"github.com/eastwest-gw/eastwest/balancer"
 	"github.com/eastwest-gw/eastwest/health"
+	"github.com/eastwest-gw/eastwest/internal/testnet"
 	"github.com/eastwest-gw/eastwest/internal/testpki"
 	"github.com/eastwest-gw/eastwest/mesh"
 	"github.com/eastwest-gw/eastwest/mesh/istioyaml"
 	"github.com/eastwest-gw/eastwest/proxy"
-	"github.com/eastwest-gw/eastwest/sni"
 )
 
 // sidecar is an endpoint that keeps accepting traffic (it answers with its
@@ -131,7 +130,7 @@ spec:
 	}
 	go func() { _ = srv.Serve() }()
 	defer func() { _ = srv.Shutdown(context.Background(), 0) }()
-	hello := captureHello(t, "outbound_.9080_._.reviews.default.svc.cluster.local")
+	hello := testnet.ClientHello(t, testpki.NewCA(t), "outbound_.9080_._.reviews.default.svc.cluster.local")
 
 	// count sends n connections and tallies who answered; any failure fails.
 	count := func(n int) map[string]int {
@@ -180,18 +179,4 @@ spec:
 	}
 	a.ready.Store(true)
 	waitUntil("a back in rotation", period*succThr+period, func(m map[string]int) bool { return m["a"] > 0 })
-}
-
-func captureHello(t *testing.T, name string) []byte {
-	t.Helper()
-	ca := testpki.NewCA(t)
-	x, y := net.Pipe()
-	cfg := ca.ClientConfig(t, "spiffe://cluster1.local/ns/default/sa/client", name, "spiffe://x")
-	go func() { _ = tls.Client(x, cfg).Handshake(); x.Close() }()
-	raw, _, err := sni.Read(y, make([]byte, 64<<10))
-	y.Close()
-	if err != nil {
-		t.Fatal(err)
-	}
-	return append([]byte(nil), raw...)
 }

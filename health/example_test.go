@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"maps"
 	"net/netip"
 	"time"
 
@@ -18,42 +17,6 @@ var (
 	_ health.Sink         = (*balancer.Balancer)(nil)
 	_ health.DegradedSink = (*balancer.Balancer)(nil)
 )
-
-// groupsFrom converts istioyaml's WorkloadGroups (the YAML loader's Result)
-// to health Groups; cmd/eastwest does the same. The probe fields are the
-// Kubernetes probe's on both sides.
-func groupsFrom(wgs []istioyaml.WorkloadGroup) []health.Group {
-	var out []health.Group
-	for _, wg := range wgs {
-		p := wg.Probe
-		if p == nil {
-			continue
-		}
-		labels := maps.Clone(wg.Metadata.Labels)
-		if labels == nil {
-			labels = map[string]string{}
-		}
-		maps.Copy(labels, wg.Template.Labels)
-		cfg := health.CheckConfig{InitialDelaySeconds: p.InitialDelaySeconds, TimeoutSeconds: p.TimeoutSeconds,
-			PeriodSeconds: p.PeriodSeconds, SuccessThreshold: p.SuccessThreshold, FailureThreshold: p.FailureThreshold}
-		switch {
-		case p.HTTPGet != nil:
-			h := &health.HTTPGetAction{Path: p.HTTPGet.Path, Port: uint16(p.HTTPGet.Port), Host: p.HTTPGet.Host, Scheme: p.HTTPGet.Scheme}
-			for _, hd := range p.HTTPGet.HTTPHeaders {
-				h.HTTPHeaders = append(h.HTTPHeaders, health.HTTPHeader{Name: hd.Name, Value: hd.Value})
-			}
-			cfg.HTTPGet = h
-		case p.TCPSocket != nil:
-			cfg.TCPSocket = &health.TCPSocketAction{Port: uint16(p.TCPSocket.Port)}
-		case p.GRPC != nil:
-			cfg.GRPC = &health.GRPCAction{Port: uint16(p.GRPC.Port), Service: p.GRPC.Service}
-		case p.Exec != nil:
-			cfg.Exec = &health.ExecAction{Command: p.Exec.Command}
-		}
-		out = append(out, health.Group{Name: wg.Name, Namespace: wg.Namespace, Labels: labels, Probe: cfg})
-	}
-	return out
-}
 
 const vmMesh = `
 apiVersion: networking.istio.io/v1
@@ -85,22 +48,6 @@ spec:
   serviceAccount: billing
   network: network2
 `
-
-// A WorkloadGroup's probe checks the WorkloadEntries its labels select.
-func ExampleTargetsFor_workloadGroup() {
-	res, err := istioyaml.LoadBytes(context.Background(), "vms.yaml", []byte(vmMesh), istioyaml.Options{Network: "network2"})
-	if err != nil {
-		fmt.Println(err)
-		return
-	}
-	// No settings entry: only the group's probe applies.
-	for _, t := range health.TargetsFor(res.Snapshot, nil, groupsFrom(res.WorkloadGroups)...) {
-		cfg, _ := t.Config.WithDefaults()
-		fmt.Println(t.Cluster, t.Endpoint, cfg.HTTPGet.Path, cfg.HTTPGet.Port, cfg.Interval)
-	}
-	// Output:
-	// outbound_.8080_._.billing.vms.svc.cluster.local 10.2.0.7:8080 /ready 8080 5s
-}
 
 // Wiring, as cmd/eastwest does it: the balancer is the Sink, every snapshot
 // refreshes the targets.

@@ -6,7 +6,6 @@ import (
 	"log/slog"
 	"net"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -21,36 +20,6 @@ import (
 	"github.com/eastwest-gw/eastwest/proxy"
 )
 
-// echoServer is a plain TCP echo on loopback: the gateway never looks past
-// the ClientHello, so byte counts through it are exact.
-func echoServer(t *testing.T) *net.TCPAddr {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var wg sync.WaitGroup
-	t.Cleanup(func() { ln.Close(); wg.Wait() })
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				defer c.Close()
-				_, _ = io.Copy(c, c)
-				_ = c.(*net.TCPConn).CloseWrite()
-			}()
-		}
-	}()
-	return ln.Addr().(*net.TCPAddr)
-}
-
 // A known sequence of good, unknown and failing connections gives exactly
 // the counters and labels a scrape should show.
 func TestMetricsAfterKnownSequence(t *testing.T) {
@@ -59,10 +28,10 @@ func TestMetricsAfterKnownSequence(t *testing.T) {
 		unknown = 3
 		failing = 2
 	)
-	echo := echoServer(t)
+	echo := testnet.TCPEcho(t, "127.0.0.1")
 	svc := &mesh.Service{Host: "echo.default.svc.cluster.local", Namespace: "default", Exported: true, Ports: []mesh.Port{{Number: 9080, Protocol: "TCP"}}}
 	deadSvc := &mesh.Service{Host: "dead.default.svc.cluster.local", Namespace: "default", Exported: true, Ports: []mesh.Port{{Number: 9080, Protocol: "TCP"}}}
-	ep := mesh.Endpoint{Addr: echo.AddrPort(), Weight: 1, Workload: "echo-v1", Namespace: "default", Labels: map[string]string{"app": "echo", "version": "v1"}}
+	ep := mesh.Endpoint{Addr: echo, Weight: 1, Workload: "echo-v1", Namespace: "default", Labels: map[string]string{"app": "echo", "version": "v1"}}
 	snap, err := mesh.Build(mesh.Spec{Services: []*mesh.Service{svc, deadSvc}, Clusters: []*mesh.Cluster{
 		{Key: mesh.Key{Host: svc.Host, Port: 9080}, Service: svc, Endpoints: []mesh.Endpoint{ep}},
 		{Key: mesh.Key{Host: deadSvc.Host, Port: 9080}, Service: deadSvc, Endpoints: []mesh.Endpoint{{Addr: testnet.RefusingAddr(t), Weight: 1}}},
@@ -90,7 +59,7 @@ func TestMetricsAfterKnownSequence(t *testing.T) {
 
 	ca := testpki.NewCA(t)
 	istio := []string{"istio"}
-	hello := clientHello(t, ca, "outbound_.9080_._."+svc.Host, istio)
+	hello := testnet.ClientHello(t, ca, "outbound_.9080_._."+svc.Host, istio...)
 	var wantBytes int64
 	for i := range good {
 		payload := strings.Repeat("x", 1000*(i+1))
@@ -110,10 +79,10 @@ func TestMetricsAfterKnownSequence(t *testing.T) {
 		wantBytes += n
 	}
 	for range unknown {
-		send(t, srv.Addr(), clientHello(t, ca, "outbound_.9080_._.nope.default.svc.cluster.local", istio))
+		send(t, srv.Addr(), testnet.ClientHello(t, ca, "outbound_.9080_._.nope.default.svc.cluster.local", istio...))
 	}
 	for range failing {
-		send(t, srv.Addr(), clientHello(t, ca, "outbound_.9080_._."+deadSvc.Host, istio))
+		send(t, srv.Addr(), testnet.ClientHello(t, ca, "outbound_.9080_._."+deadSvc.Host, istio...))
 	}
 	waitFor(t, func() bool { return srv.Active() == 0 }, "every connection closed")
 

@@ -294,39 +294,24 @@ func (c *countingConn) Read(p []byte) (int, error) {
 	return n, err
 }
 
-func clientHello(t *testing.T, ca *testpki.CA, name string, alpn []string) []byte {
-	t.Helper()
-	a, b := net.Pipe()
-	cfg := ca.ClientConfig(t, clientID, name, serverID)
-	cfg.NextProtos = alpn
-	go func() { _ = tls.Client(a, cfg).Handshake(); a.Close() }()
-	buf := make([]byte, 64<<10)
-	raw, _, err := sni.Read(b, buf)
-	b.Close()
-	if err != nil {
-		t.Fatalf("capturing a ClientHello: %v", err)
-	}
-	return append([]byte(nil), raw...)
-}
-
 func TestRefusedConnections(t *testing.T) {
 	w := newWorld(t, proxy.Config{HelloTimeout: 300 * time.Millisecond})
 	istio := []string{"istio-peer-exchange", "istio"}
-	good := clientHello(t, w.ca, "outbound_.9080_._."+reviews, istio)
+	good := testnet.ClientHello(t, w.ca, "outbound_.9080_._."+reviews, istio...)
 	for _, tc := range []struct {
 		name   string
 		send   []byte
 		reason string
 		wait   bool // send, then wait for the gateway to give up
 	}{
-		{"unknown host", clientHello(t, w.ca, "outbound_.9080_._.nope.default.svc.cluster.local", istio), "unknown_host", false},
-		{"unknown port", clientHello(t, w.ca, "outbound_.9081_._."+reviews, istio), "unknown_port", false},
-		{"unknown subset", clientHello(t, w.ca, "outbound_.9080_.v9_."+reviews, istio), "unknown_subset", false},
-		{"not exported", clientHello(t, w.ca, "outbound_.9080_._.hidden.default.svc.cluster.local", istio), "not_exported", false},
-		{"no istio alpn", clientHello(t, w.ca, "outbound_.9080_._."+reviews, []string{"h2"}), "alpn_mismatch", false},
-		{"inbound name", clientHello(t, w.ca, "inbound_.9080_._."+reviews, istio), "bad_name", false},
-		{"pipe name", clientHello(t, w.ca, "outbound|9080||"+reviews, istio), "bad_name", false},
-		{"ambiguous plain name", clientHello(t, w.ca, "two.default.svc.cluster.local", istio), "ambiguous_port", false},
+		{"unknown host", testnet.ClientHello(t, w.ca, "outbound_.9080_._.nope.default.svc.cluster.local", istio...), "unknown_host", false},
+		{"unknown port", testnet.ClientHello(t, w.ca, "outbound_.9081_._."+reviews, istio...), "unknown_port", false},
+		{"unknown subset", testnet.ClientHello(t, w.ca, "outbound_.9080_.v9_."+reviews, istio...), "unknown_subset", false},
+		{"not exported", testnet.ClientHello(t, w.ca, "outbound_.9080_._.hidden.default.svc.cluster.local", istio...), "not_exported", false},
+		{"no istio alpn", testnet.ClientHello(t, w.ca, "outbound_.9080_._."+reviews, "h2"), "alpn_mismatch", false},
+		{"inbound name", testnet.ClientHello(t, w.ca, "inbound_.9080_._."+reviews, istio...), "bad_name", false},
+		{"pipe name", testnet.ClientHello(t, w.ca, "outbound|9080||"+reviews, istio...), "bad_name", false},
+		{"ambiguous plain name", testnet.ClientHello(t, w.ca, "two.default.svc.cluster.local", istio...), "ambiguous_port", false},
 		{"not tls", []byte("GET / HTTP/1.1\r\nHost: x\r\n\r\n"), "not_tls", false},
 		{"malformed", append([]byte{0x16, 3, 1, 0, 8, 1, 0, 0, 4}, 0xde, 0xad, 0xbe, 0xef), "parse_error", false},
 		{"truncated", good[:len(good)/2], "parse_error", false},

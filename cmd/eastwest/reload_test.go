@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bufio"
 	"bytes"
 	"crypto/sha256"
 	"crypto/tls"
@@ -9,45 +10,16 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/eastwest-gw/eastwest/internal/testnet"
 	"github.com/eastwest-gw/eastwest/internal/testpki"
-	"github.com/eastwest-gw/eastwest/sni"
 )
-
-// tcpEcho is a plain TCP echo endpoint: past the ClientHello the gateway
-// moves opaque bytes, so the load needs no TLS to be checked byte for byte.
-func tcpEcho(t *testing.T) int {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var wg sync.WaitGroup
-	t.Cleanup(func() { ln.Close(); wg.Wait() })
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				defer c.Close()
-				_, _ = io.Copy(c, c)
-				_ = c.(*net.TCPConn).CloseWrite()
-			}()
-		}
-	}()
-	return ln.Addr().(*net.TCPAddr).Port
-}
 
 func echoMesh(ports ...int) string {
 	s := `apiVersion: networking.istio.io/v1
@@ -78,7 +50,7 @@ func TestReloadUnderLoad(t *testing.T) {
 		duration = 20 * time.Second
 		payload  = 4096
 	)
-	p1, p2, p3 := tcpEcho(t), tcpEcho(t), tcpEcho(t)
+	p1, p2, p3 := int(testnet.TCPEcho(t, "127.0.0.1").Port()), int(testnet.TCPEcho(t, "127.0.0.1").Port()), int(testnet.TCPEcho(t, "127.0.0.1").Port())
 	dir := t.TempDir()
 	mf := filepath.Join(dir, "mesh.yaml")
 	if err := os.WriteFile(mf, []byte(echoMesh(p1, p2)), 0o600); err != nil {
@@ -91,16 +63,7 @@ func TestReloadUnderLoad(t *testing.T) {
 	}
 	g := startGateway(t, "--config", sf)
 
-	ca := testpki.NewCA(t)
-	a, b := net.Pipe()
-	cfg := ca.ClientConfig(t, clientID, "outbound_.9080_._.echo.default.svc.cluster.local", serverID)
-	go func() { _ = tls.Client(a, cfg).Handshake(); a.Close() }()
-	raw, _, err := sni.Read(b, make([]byte, 64<<10))
-	b.Close()
-	if err != nil {
-		t.Fatal(err)
-	}
-	hello := append([]byte(nil), raw...)
+	hello := testnet.ClientHello(t, testpki.NewCA(t), "outbound_.9080_._.echo.default.svc.cluster.local")
 	body := bytes.Repeat([]byte("0123456789abcdef"), payload/16)
 	want := sha256.Sum256(append(append([]byte(nil), hello...), body...))
 
@@ -186,4 +149,45 @@ func echoOnce(addr string, hello, body []byte, want [32]byte) error {
 		return fmt.Errorf("echo: %d bytes, hash mismatch or short (want %d)", n, len(hello)+len(body))
 	}
 	return nil
+}
+
+// Editing a mesh file is enough: the watcher reloads it, no signal needed.
+func TestMeshFileChangeReloads(t *testing.T) {
+	ca := testpki.NewCA(t)
+	b1 := testnet.NewTLSBackend(t, "reviews-v1", ca.ServerConfig(t, serverID), testnet.Hello)
+	b2 := testnet.NewTLSBackend(t, "reviews-v2", ca.ServerConfig(t, serverID), testnet.Hello)
+	dir := t.TempDir()
+	mf := filepath.Join(dir, "mesh.yaml")
+	if err := os.WriteFile(mf, []byte(meshYAML(b1, b2)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	sf := filepath.Join(dir, "settings.yaml")
+	if err := os.WriteFile(sf, []byte(fmt.Sprintf(settingsYAML, mf, testForwarder())), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	g := startGateway(t, "--config", sf)
+	// Swap the two endpoints' versions: subset v1 now means b2.
+	swapped := strings.NewReplacer("version: v1", "version: vX", "version: v2", "version: v1").Replace(meshYAML(b1, b2))
+	swapped = strings.ReplaceAll(swapped, "version: vX", "version: v2")
+	if err := os.WriteFile(mf, []byte(swapped), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for !strings.Contains(g.logs(), `msg="mesh reloaded" trigger="file change"`) {
+		if time.Now().After(deadline) {
+			t.Fatalf("no reload after the file changed:\n%s", g.logs())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	raw, err := net.DialTimeout("tcp", g.addr, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := tls.Client(raw, ca.ClientConfig(t, clientID, "outbound_.9080_.v1_.reviews.default.svc.cluster.local", serverID))
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+	line, err := bufio.NewReader(c).ReadString('\n')
+	if err != nil || strings.TrimSpace(line) != "reviews-v2" {
+		t.Fatalf("after the file change, v1 reached %q (%v), want reviews-v2", line, err)
+	}
 }

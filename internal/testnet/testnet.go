@@ -1,7 +1,7 @@
 // Package testnet gives tests real network peers on loopback: mutual-TLS
 // backends that stand in for destination sidecars (echo or sink, counting
-// connections and recording the client identities they verified) and
-// addresses that refuse connections.
+// connections and recording the client identities they verified), plain TCP
+// echo servers, addresses that refuse connections, and real ClientHellos.
 //
 //	be := testnet.NewTLSBackend(t, ca.ServerConfig(t, id), testnet.Echo)
 //	addr := be.AddrPort()
@@ -16,6 +16,9 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+
+	"github.com/eastwest-gw/eastwest/internal/testpki"
+	"github.com/eastwest-gw/eastwest/sni"
 )
 
 // Mode says what a backend does with an accepted connection.
@@ -134,4 +137,56 @@ func RefusingAddr(t testing.TB) netip.AddrPort {
 	ap := ln.Addr().(*net.TCPAddr).AddrPort()
 	ln.Close()
 	return ap
+}
+
+// TCPEcho starts a plain TCP echo server on ip (a loopback address such as
+// 127.0.0.2): it copies every byte back and half-closes at end of stream.
+// Past the ClientHello the gateway moves opaque bytes, so a plain echo lets
+// a test check what went through byte for byte without TLS costs.
+func TCPEcho(t testing.TB, ip string) netip.AddrPort {
+	t.Helper()
+	ln, err := net.Listen("tcp", net.JoinHostPort(ip, "0"))
+	if err != nil {
+		t.Fatalf("testnet: listen: %v", err)
+	}
+	var wg sync.WaitGroup
+	t.Cleanup(func() { ln.Close(); wg.Wait() })
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				defer c.Close()
+				_, _ = io.Copy(c, c)
+				_ = c.(*net.TCPConn).CloseWrite()
+			}()
+		}
+	}()
+	return ln.Addr().(*net.TCPAddr).AddrPort()
+}
+
+// ClientHello returns the first flight of a real crypto/tls client with a
+// client certificate from ca, the given SNI and ALPN (Istio's when none),
+// exactly as it would arrive at the gateway.
+func ClientHello(t testing.TB, ca *testpki.CA, serverName string, alpn ...string) []byte {
+	t.Helper()
+	if len(alpn) == 0 {
+		alpn = []string{"istio-peer-exchange", "istio"}
+	}
+	a, b := net.Pipe()
+	cfg := ca.ClientConfig(t, "spiffe://cluster1.local/ns/default/sa/client", serverName, "spiffe://unused")
+	cfg.NextProtos = alpn
+	go func() { _ = tls.Client(a, cfg).Handshake(); a.Close() }()
+	raw, _, err := sni.Read(b, make([]byte, 64<<10))
+	b.Close()
+	if err != nil {
+		t.Fatalf("testnet: capturing a ClientHello: %v", err)
+	}
+	return append([]byte(nil), raw...)
 }

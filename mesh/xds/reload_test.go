@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
-	"crypto/tls"
 	"fmt"
 	"io"
 	"log/slog"
@@ -18,41 +17,11 @@ import (
 	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
 
 	"github.com/eastwest-gw/eastwest/balancer"
+	"github.com/eastwest-gw/eastwest/internal/testnet"
 	"github.com/eastwest-gw/eastwest/internal/testpki"
 	"github.com/eastwest-gw/eastwest/mesh"
 	"github.com/eastwest-gw/eastwest/proxy"
-	"github.com/eastwest-gw/eastwest/sni"
 )
-
-// echoOn starts a TCP echo server on ip (a loopback address) and returns
-// its port.
-func echoOn(t *testing.T, ip string) uint32 {
-	t.Helper()
-	ln, err := net.Listen("tcp", ip+":0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var wg sync.WaitGroup
-	t.Cleanup(func() { ln.Close(); wg.Wait() })
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				defer c.Close()
-				_, _ = io.Copy(c, c)
-				_ = c.(*net.TCPConn).CloseWrite()
-			}()
-		}
-	}()
-	return uint32(ln.Addr().(*net.TCPAddr).Port)
-}
 
 // claOn is testCLA with real ports.
 func claOn(name string, addrs []string, ports []uint32) *endpointv3.ClusterLoadAssignment {
@@ -77,7 +46,10 @@ func TestReloadUnderLoadThroughGateway(t *testing.T) {
 		duration = 20 * time.Second
 	)
 	ips := []string{"127.0.0.1", "127.0.0.2", "127.0.0.3"}
-	ports := []uint32{echoOn(t, ips[0]), echoOn(t, ips[1]), echoOn(t, ips[2])}
+	ports := make([]uint32, len(ips))
+	for i, ip := range ips {
+		ports[i] = uint32(testnet.TCPEcho(t, ip).Port())
+	}
 	ts := startServer(t, serverOpts{})
 	ts.set(t, "0", []string{rtName}, claOn(rtName, ips[:2], ports[:2]))
 
@@ -103,16 +75,7 @@ func TestReloadUnderLoadThroughGateway(t *testing.T) {
 	go func() { _ = srv.Serve() }()
 	defer func() { _ = srv.Shutdown(context.Background(), time.Second) }()
 
-	ca := testpki.NewCA(t)
-	x, y := net.Pipe()
-	cfg := ca.ClientConfig(t, "spiffe://cluster1.local/ns/default/sa/client", rtName, "spiffe://x")
-	go func() { _ = tls.Client(x, cfg).Handshake(); x.Close() }()
-	raw, _, err := sni.Read(y, make([]byte, 64<<10))
-	y.Close()
-	if err != nil {
-		t.Fatal(err)
-	}
-	msg := append(append([]byte(nil), raw...), bytes.Repeat([]byte("eastwest"), 512)...)
+	msg := append(testnet.ClientHello(t, testpki.NewCA(t), rtName), bytes.Repeat([]byte("eastwest"), 512)...)
 	want := sha256.Sum256(msg)
 
 	stop := make(chan struct{})
