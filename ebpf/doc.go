@@ -10,8 +10,14 @@
 // pipe or buffer per connection. It propagates FIN only once the peer's
 // send queue has taken every redirected byte (bytes_acked + SIOCOUTQ),
 // resets the peer on RST or error, and releases map entries and fds when a
-// pair ends. Bytes queued before insertion are pushed through the verdict
-// by setting SO_RCVLOWAT (tcp_data_ready), never read by user space.
+// pair ends. Bytes already queued when Forward is called are moved by user
+// space before insertion (read until EAGAIN): the verdict is fed whole skbs
+// (tcp_read_skb) and would forward again the part of an skb the caller
+// already read, such as the ClientHello sent in one write with the payload.
+// Bytes that arrive between that drain and insertion are pushed through the
+// verdict by setting SO_RCVLOWAT (tcp_data_ready). The upstream enters the
+// map first with its gate closed, opened once the client is in: a redirect
+// to a peer not in the map is dropped by the kernel.
 //
 // Hand-off: a pair whose redirected-but-untaken bytes would pass
 // Options.QueueCap (enforced by the verdict itself), or, in Auto, whose

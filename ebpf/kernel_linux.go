@@ -118,6 +118,27 @@ func (k *kernel) add(p *pair) error {
 	}
 	p.dirs[0] = kdir{src: p.client, dst: p.upstream, srcC: p.cc, dstC: p.uc}
 	p.dirs[1] = kdir{src: p.upstream, dst: p.client, srcC: p.uc, dstC: p.cc}
+	// Bytes already queued go first, from user space, before any socket
+	// enters the map; base is measured after, so it counts them.
+	for i, count := range []*atomic.Int64{&p.userRecv, &p.userSent} {
+		d := &p.dirs[i]
+		eof, err := k.f.drain(d.src, d.dst, count)
+		if err != nil {
+			return err
+		}
+		if eof {
+			// A FIN is queued: the socket is in CLOSE_WAIT, which
+			// sock_hash refuses; user space finishes the pair.
+			return fmt.Errorf("%w: %s already sent its FIN", errFallback, sideName(i))
+		}
+	}
+	// A FIN that came in after the drain: refuse the pair now rather than
+	// have the upstream in the map and the client refused (errInMap).
+	for i, c := range []*net.TCPConn{p.client, p.upstream} {
+		if !established(c) {
+			return fmt.Errorf("%w: %s no longer established", errFallback, sideName(i))
+		}
+	}
 	for i := range p.dirs {
 		d := &p.dirs[i]
 		if d.base, err = taken(d.dst); err != nil {
@@ -139,12 +160,17 @@ func (k *kernel) add(p *pair) error {
 		_ = k.objs.Stats.Delete(p.cc)
 		_ = k.objs.Stats.Delete(p.uc)
 	}
-	for _, d := range p.dirs {
+	for i, d := range p.dirs {
 		if err := k.objs.Stats.Put(d.srcC, forwardStat{}); err != nil {
 			undo()
 			return fmt.Errorf("%w: stats entry: %w", errFallback, err)
 		}
-		if err := k.objs.Pairs.Put(d.srcC, forwardPair{Peer: d.dstC, Cap: capb}); err != nil {
+		// The upstream goes into sock_hash before the client, so its gate
+		// starts closed: a redirect to a client not yet in the map is
+		// dropped by the kernel, bytes already ACKed (measured: a whole
+		// echoed reply lost). A byte passed in that window hands the pair
+		// to user space, in order; the gate opens once the client is in.
+		if err := k.objs.Pairs.Put(d.srcC, forwardPair{Peer: d.dstC, Cap: capb, Stop: uint32(i)}); err != nil {
 			undo()
 			return fmt.Errorf("%w: peer entry: %w", errFallback, err)
 		}
@@ -159,9 +185,19 @@ func (k *kernel) add(p *pair) error {
 		// let user space copy (in-map rules).
 		p.inMap = true
 		k.setStop(p)
+		// Upstream bytes the verdict redirected before the gate closed
+		// went to a client outside the map: the kernel dropped them.
+		if red := k.stat(p.uc).Redirected; red != 0 {
+			return fmt.Errorf("insert client: %w; %d upstream bytes lost to the missing peer", err, red)
+		}
 		return errInMap
 	}
 	p.inMap = true
+	if err := k.objs.Pairs.Put(p.uc, forwardPair{Peer: p.cc, Cap: capb}); err != nil {
+		// The gate stays closed: the verdict passes every upstream byte
+		// and the pair goes to user space at its first scan.
+		k.f.o.Logger.Debug("sockmap: upstream gate stays closed", "err", err)
+	}
 	k.mu.Lock()
 	k.nextID++
 	p.id = k.nextID

@@ -144,15 +144,80 @@ func sockErr(c *net.TCPConn) error {
 	return nil
 }
 
-// kick makes the kernel run the verdict over bytes that were queued on
-// the socket before insertion (pitfall 4) without user space consuming
-// them: setting SO_RCVLOWAT calls tcp_data_ready, which is the psock's
-// data_ready after insertion. Taking the socket lock also makes it a
+// kick makes the kernel run the verdict over bytes that arrived on the
+// socket after drain and before insertion (pitfall 4): setting
+// SO_RCVLOWAT calls tcp_data_ready, which is the psock's data_ready after
+// insertion. Taking the socket lock also makes it a
 // barrier: every verdict that started before it has finished.
 func kick(c *net.TCPConn) error {
 	return control(c, func(fd int) error {
 		return unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVLOWAT, 1)
 	})
+}
+
+// established reports whether c is still in TCP_ESTABLISHED, the only
+// connected state sock_hash accepts.
+func established(c *net.TCPConn) bool {
+	var state uint8
+	err := control(c, func(fd int) error {
+		ti, err := unix.GetsockoptTCPInfo(fd, unix.IPPROTO_TCP, unix.TCP_INFO)
+		if err == nil {
+			state = ti.State
+		}
+		return err
+	})
+	return err == nil && state == unix.BPF_TCP_ESTABLISHED
+}
+
+// drainMax bounds what drain moves before insertion: a pair with more
+// queued than that is a bulk flow already, and user space keeps it.
+const drainMax = 4 * bufSize
+
+// drain moves every byte already queued on src to dst from user space,
+// before src enters sock_hash, and reports whether it met src's EOF.
+//
+// Why not let the kick push them through the verdict: on Linux 6.18 the
+// verdict is fed by tcp_read_skb, which hands over whole skbs and ignores
+// copied_seq. When the caller read part of the head skb (the ClientHello,
+// read with exact lengths, shares one skb with the payload the client sent
+// in the same write), the bytes already read are forwarded a second time
+// (measured: the hello came back twice through an echo upstream). Reading
+// until EAGAIN leaves no skb partly read; bytes that come later arrive in
+// new skbs, which the verdict sees whole and only once.
+func (f *Forwarder) drain(src, dst *net.TCPConn, count *atomic.Int64) (eof bool, err error) {
+	b := bufPool.Get().(*[bufSize]byte)
+	defer bufPool.Put(b)
+	for moved := 0; ; {
+		if moved >= drainMax {
+			// The last read may have stopped inside an skb: the pair
+			// must not enter the map now.
+			return false, fmt.Errorf("%w: more than %d bytes queued before insertion", errFallback, drainMax)
+		}
+		var n int
+		var rerr error
+		if err := control(src, func(fd int) error {
+			n, _, rerr = unix.Recvfrom(fd, b[:], unix.MSG_DONTWAIT)
+			return nil
+		}); err != nil {
+			return false, fmt.Errorf("drain queued bytes: %w", err)
+		}
+		switch {
+		case rerr == unix.EINTR:
+			continue
+		case rerr == unix.EAGAIN:
+			return false, nil
+		case rerr != nil:
+			return false, fmt.Errorf("drain queued bytes: read: %w", rerr)
+		case n == 0:
+			return true, nil
+		}
+		if _, err := dst.Write(b[:n]); err != nil {
+			return false, fmt.Errorf("drain queued bytes: write: %w", err)
+		}
+		moved += n
+		count.Add(int64(n))
+		f.userBytes.Add(int64(n))
+	}
 }
 
 var (
