@@ -81,15 +81,19 @@ func run(ctx context.Context, s *Settings, file string, fs *pflag.FlagSet, stdou
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
+	// Watch before start, too: an edit made the moment readiness is
+	// reported must not be missed.
+	changed := make(chan struct{}, 1)
+	var watchErr error
+	if s.Discovery.XDS.Address == "" && s.Mesh.Watch {
+		watchErr = watchFiles(ctx, append([]string{file}, s.Mesh.Paths...), changed, newLogger(s, stderr))
+	}
 	g, err := start(ctx, s, stdout, stderr)
 	if err != nil {
 		return err
 	}
-	changed := make(chan struct{}, 1)
-	if s.Discovery.XDS.Address == "" && s.Mesh.Watch {
-		if err := watchFiles(ctx, append([]string{file}, s.Mesh.Paths...), changed, g.log); err != nil {
-			g.log.Warn("mesh files are not watched; reload with SIGHUP", "err", err)
-		}
+	if watchErr != nil {
+		g.log.Warn("mesh files are not watched; reload with SIGHUP", "err", watchErr)
 	}
 	for {
 		select {
