@@ -106,7 +106,7 @@ func TestReloadUnderLoad(t *testing.T) {
 			defer func() { <-sem }()
 			if err := echoOnce(g.addr, hello, body, want); err != nil {
 				failed.Add(1)
-				firstErr.CompareAndSwap(nil, err)
+				firstErr.CompareAndSwap(nil, err.Error())
 				return
 			}
 			ok.Add(1)

@@ -112,7 +112,7 @@ func TestReloadUnderLoadThroughGateway(t *testing.T) {
 			defer func() { <-sem }()
 			if err := echoThrough(srv.Addr(), msg, want); err != nil {
 				failed.Add(1)
-				firstErr.CompareAndSwap(nil, err)
+				firstErr.CompareAndSwap(nil, err.Error())
 				return
 			}
 			ok.Add(1)
