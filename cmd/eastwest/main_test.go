@@ -288,6 +288,8 @@ func TestValidateReportsEveryError(t *testing.T) {
 		{"unknown settings key", "listners: []\nmesh: {paths: [%s]}\n", "", []string{"listners"}},
 		{"invalid settings yaml", "listeners: [\n", "", []string{"settings"}},
 		{"bad forwarder", "forwarder: turbo\nmesh: {paths: [%s]}\n", "", []string{"forwarder", "turbo"}},
+		{"two control planes", "discovery: {xds: {address: '127.0.0.1:15010', insecure: true, podIP: 127.0.0.1}, kubernetes: {enabled: true}}\nmesh: {paths: [%s]}\n", "", []string{"choose xds or kubernetes"}},
+		{"xds without trust", "discovery: {xds: {address: '127.0.0.1:15012', podIP: 127.0.0.1}}\nmesh: {paths: [%s]}\n", "", []string{"caFile is required"}},
 		{"invalid mesh yaml", "mesh: {paths: [%s]}\n", "kind: [\n", []string{"mesh.yaml"}},
 		{"unknown mesh field", "mesh: {paths: [%s]}\n", "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {name: x, namespace: default}\nspec: {hosts: [x.default.svc.cluster.local], colour: red}\n", []string{"mesh.yaml", "ServiceEntry default/x", "colour"}},
 		{"endpoint without address", "mesh: {paths: [%s]}\n", "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {name: x, namespace: default}\nspec: {hosts: [x.default.svc.cluster.local], location: MESH_INTERNAL, resolution: STATIC, ports: [{number: 80, name: tcp, protocol: TCP}], endpoints: [{ports: {tcp: 80}}]}\n", []string{"mesh.yaml", "ServiceEntry default/x", "address"}},

@@ -40,9 +40,9 @@ var (
 )
 
 func loadMesh(ctx context.Context, s *Settings) (*istioyaml.Result, error) {
-	if s.Discovery.XDS.Address != "" {
-		// The mesh comes from istiod; an empty snapshot until it answers.
-		snap, err := mesh.Build(mesh.Spec{Version: "xds-pending"})
+	if s.dynamicMesh() {
+		// The mesh comes from a control plane; empty until it answers.
+		snap, err := mesh.Build(mesh.Spec{Version: "pending"})
 		if err != nil {
 			return nil, err
 		}
@@ -85,7 +85,7 @@ func run(ctx context.Context, s *Settings, file string, fs *pflag.FlagSet, stdou
 	// reported must not be missed.
 	changed := make(chan struct{}, 1)
 	var watchErr error
-	if s.Discovery.XDS.Address == "" && s.Mesh.Watch {
+	if !s.dynamicMesh() && s.Mesh.Watch {
 		watchErr = watchFiles(ctx, append([]string{file}, s.Mesh.Paths...), changed, newLogger(s, stderr))
 	}
 	g, err := start(ctx, s, stdout, stderr)
@@ -189,11 +189,16 @@ func start(ctx context.Context, s *Settings, stdout, stderr io.Writer) (*gateway
 		g.closeListeners()
 		return nil, err
 	}
-	if s.Discovery.XDS.Address != "" {
-		if err := g.startXDS(ctx); err != nil {
-			g.closeListeners()
-			return nil, err
-		}
+	var srcErr error
+	switch {
+	case s.Discovery.XDS.Address != "":
+		srcErr = g.startXDS(ctx)
+	case s.Discovery.Kubernetes.Enabled:
+		srcErr = g.startKube(ctx)
+	}
+	if srcErr != nil {
+		g.closeListeners()
+		return nil, srcErr
 	}
 	g.awaitFirstChecks()
 	for _, srv := range g.servers {
@@ -207,7 +212,7 @@ func start(ctx context.Context, s *Settings, stdout, stderr io.Writer) (*gateway
 	for i, srv := range g.servers {
 		addrs[i] = srv.Addr()
 	}
-	if s.Discovery.XDS.Address == "" {
+	if !s.dynamicMesh() {
 		g.ready.Store(true)
 	}
 	log.Info("eastwest ready", "listeners", strings.Join(addrs, ","), "version", buildVersion(), "cluster", s.ClusterName,
@@ -249,8 +254,8 @@ func (g *gateway) reload(ctx context.Context, file string, fs *pflag.FlagSet, wh
 	if err == nil {
 		var res *istioyaml.Result
 		if res, err = loadMesh(ctx, s); err == nil {
-			if s.Discovery.XDS.Address != "" {
-				g.log.Info("mesh comes from xDS; nothing to reload", "trigger", why)
+			if s.dynamicMesh() {
+				g.log.Info("the mesh comes from a control plane; nothing to reload", "trigger", why)
 				return
 			}
 			groups := groupsFrom(res.WorkloadGroups)

@@ -45,7 +45,8 @@ type Settings struct {
 		Watch bool `mapstructure:"watch"`
 	} `mapstructure:"mesh"`
 	Discovery struct {
-		XDS XDSSettings `mapstructure:"xds"`
+		XDS        XDSSettings        `mapstructure:"xds"`
+		Kubernetes KubernetesSettings `mapstructure:"kubernetes"`
 	} `mapstructure:"discovery"`
 	HealthChecks []health.CheckConfig `mapstructure:"healthChecks"`
 	Forwarder    string               `mapstructure:"forwarder"`
@@ -88,6 +89,25 @@ type XDSSettings struct {
 	PodIP          string `mapstructure:"podIP"`
 	PodName        string `mapstructure:"podName"`
 	ServiceAccount string `mapstructure:"serviceAccount"`
+}
+
+// KubernetesSettings take the mesh from the Kubernetes API (Services,
+// EndpointSlices, Nodes) for clusters without Istio.
+type KubernetesSettings struct {
+	Enabled bool `mapstructure:"enabled"`
+	// Kubeconfig is a kubeconfig file; empty means in-cluster.
+	Kubeconfig      string            `mapstructure:"kubeconfig"`
+	Namespaces      []string          `mapstructure:"namespaces"`
+	NamespaceLabels map[string]string `mapstructure:"namespaceLabels"`
+	ClusterDomain   string            `mapstructure:"clusterDomain"`
+	Resync          time.Duration     `mapstructure:"resync"`
+	Debounce        time.Duration     `mapstructure:"debounce"`
+}
+
+// dynamicMesh reports whether the mesh comes from a control plane (xDS or
+// Kubernetes) instead of mesh.paths.
+func (s *Settings) dynamicMesh() bool {
+	return s.Discovery.XDS.Address != "" || s.Discovery.Kubernetes.Enabled
 }
 
 // ListenerConfig is one entry of listeners.
@@ -234,6 +254,9 @@ func (s *Settings) validate() error {
 			continue
 		}
 		s.HealthChecks[i] = c
+	}
+	if s.Discovery.XDS.Address != "" && s.Discovery.Kubernetes.Enabled {
+		errs = append(errs, errors.New("discovery: choose xds or kubernetes, not both"))
 	}
 	x := &s.Discovery.XDS
 	if x.Address != "" {
