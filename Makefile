@@ -31,7 +31,7 @@ tidy-check:
 	$(GO) mod tidy -diff
 
 # staticcheck is pinned as a Go tool in go.mod, fetched from the module proxy.
-lint: fmt-check vet
+lint: fmt-check vet tidy-check
 	$(GO) tool staticcheck $(PKGS)
 
 # Real peers for the benchmark smoke test: HAProxy and nginx with its stream
