@@ -2,7 +2,7 @@
 // nginx on loopback, with the traffic an Istio sidecar sends, and writes the
 // figures the README quotes.
 //
-// It holds three tools that share this package:
+// It holds four tools that share this package:
 //
 //   - the load tool (cmd/ewload, RunLoad): opens connections that start
 //     with a real crypto/tls ClientHello carrying an Istio SNI
@@ -21,6 +21,12 @@
 //     YAML, starts each target in turn on the same ports in front of one
 //     sink, runs every Mode a few rounds with targets alternating, and
 //     renders a markdown table (Report.Markdown) and an SVG chart.
+//   - the scale run (cmd/ewscale, RunScale): no proxy and no traffic; it
+//     generates a mesh of issue 9's size (10,000 services x 2 ports x 10
+//     endpoints) as mesh values, Istio YAML and xDS resources served by an
+//     in-process go-control-plane on 127.0.0.1, and measures full snapshot
+//     application, one-cluster EDS updates, route lookup latency, heap per
+//     service-port and goroutine counts (ScaleReport.Markdown).
 //
 // The runner starts the load tool and the sink as child processes of its
 // own binary (ChildEnv), so that each has its own file limit and none of
