@@ -57,7 +57,7 @@ func TestReloadUnderLoad(t *testing.T) {
 		t.Fatal(err)
 	}
 	sf := filepath.Join(dir, "settings.yaml")
-	settings := fmt.Sprintf(settingsYAML, mf, testForwarder()) + "log: {accessLog: false}\n"
+	settings := fmt.Sprintf(settingsYAML, mf, testForwarder()) + "log: {accessLog: false, level: debug}\n"
 	if err := os.WriteFile(sf, []byte(settings), 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -118,7 +118,13 @@ func TestReloadUnderLoad(t *testing.T) {
 	rwg.Wait()
 	t.Logf("%d connections ok, %d failed, %d reloads", ok.Load(), failed.Load(), reloads.Load())
 	if failed.Load() != 0 {
-		t.Fatalf("%d of %d connections failed during reloads; first: %v", failed.Load(), ok.Load()+failed.Load(), firstErr.Load())
+		var why []string
+		for _, l := range strings.Split(g.logs(), "\n") {
+			if strings.Contains(l, "err") || strings.Contains(l, "refused") || strings.Contains(l, "WARN") {
+				why = append(why, l)
+			}
+		}
+		t.Fatalf("%d of %d connections failed during reloads; first: %v\ngateway:\n%s", failed.Load(), ok.Load()+failed.Load(), firstErr.Load(), strings.Join(why, "\n"))
 	}
 	if ok.Load() < rate*int64(duration/time.Second)*8/10 {
 		t.Fatalf("only %d connections ran; the load did not happen", ok.Load())
