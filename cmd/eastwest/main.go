@@ -1,5 +1,3 @@
-// Command eastwest is the east-west gateway: see the README for the
-// settings file, and `eastwest help` for the commands.
 package main
 
 import (
