@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -134,8 +135,15 @@ func start(ctx context.Context, s *Settings, stdout, stderr io.Writer) (*gateway
 	g.store.Subscribe(g.bal.Update) // before health: verdicts name endpoints the balancer knows
 	go g.bal.Run(ctx)
 	if len(s.HealthChecks) > 0 || len(groups) > 0 {
+		var hcTLS *tls.Config
+		if s.HealthCheckTLS != nil {
+			if hcTLS, err = s.HealthCheckTLS.ClientConfig(); err != nil {
+				return nil, fmt.Errorf("healthCheckTLS: %w", err)
+			}
+		}
 		g.hc = health.New(health.Options{
-			Sink: g.bal, Logger: log.With("component", "health"), Registerer: g.reg,
+			TLSConfig: hcTLS,
+			Sink:      g.bal, Logger: log.With("component", "health"), Registerer: g.reg,
 			ClusterHasTraffic: pm.ClusterHasTraffic,
 			OnUnhealthy: func(ep netip.AddrPort, window time.Duration) {
 				for _, srv := range g.servers {

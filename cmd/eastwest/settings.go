@@ -17,6 +17,7 @@ import (
 	"github.com/eastwest-gw/eastwest/mesh"
 	"github.com/eastwest-gw/eastwest/proxy"
 	"github.com/eastwest-gw/eastwest/sni"
+	ewtls "github.com/eastwest-gw/eastwest/tls"
 )
 
 //go:embed default.yaml
@@ -49,8 +50,12 @@ type Settings struct {
 		Kubernetes KubernetesSettings `mapstructure:"kubernetes"`
 	} `mapstructure:"discovery"`
 	HealthChecks []health.CheckConfig `mapstructure:"healthChecks"`
-	Forwarder    string               `mapstructure:"forwarder"`
-	Tracing      struct {
+	// HealthCheckTLS verifies HTTPS health-check servers (and presents a
+	// client certificate if set); unset, HTTPS checks do not verify, as
+	// the kubelet's probes do not.
+	HealthCheckTLS *ewtls.Files `mapstructure:"healthCheckTLS"`
+	Forwarder      string       `mapstructure:"forwarder"`
+	Tracing        struct {
 		// OTLPEndpoint is an OTLP/HTTP URL such as http://collector:4318;
 		// OTEL_EXPORTER_OTLP_* variables take precedence.
 		OTLPEndpoint string `mapstructure:"otlpEndpoint"`
@@ -257,6 +262,11 @@ func (s *Settings) validate() error {
 	}
 	if s.Discovery.XDS.Address != "" && s.Discovery.Kubernetes.Enabled {
 		errs = append(errs, errors.New("discovery: choose xds or kubernetes, not both"))
+	}
+	if s.HealthCheckTLS != nil {
+		if err := s.HealthCheckTLS.Validate(); err != nil {
+			errs = append(errs, fmt.Errorf("healthCheckTLS: %w", err))
+		}
 	}
 	x := &s.Discovery.XDS
 	if x.Address != "" {
