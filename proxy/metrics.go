@@ -15,6 +15,7 @@ const (
 	reasonBadName  = "bad_name"
 	reasonOverflow = "overflow"
 	reasonNoHealth = "no_healthy"
+	reasonCircuit  = "circuit_open"
 )
 
 // Metrics are the proxy's Prometheus series, shared by every listener of a

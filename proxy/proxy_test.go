@@ -70,6 +70,7 @@ func (p *rrPicker) count(o mesh.Outcome) int64 {
 // world is a mesh with the reviews service (v1 on two backends, v2 on one),
 // a hidden service and a gateway in front of it.
 type world struct {
+	store  *mesh.Store
 	ca     *testpki.CA
 	v1a    *testnet.Backend
 	v1b    *testnet.Backend
@@ -132,8 +133,9 @@ func newWorld(t *testing.T, cfg proxy.Config, extra ...mesh.Endpoint) *world {
 	if err != nil {
 		t.Fatal(err)
 	}
+	w.store = mesh.NewStore(snap)
 	w.srv, err = proxy.New(cfg, proxy.Deps{
-		Store: mesh.NewStore(snap), Picker: w.picker, Forwarder: testForwarder(t),
+		Store: w.store, Picker: w.picker, Forwarder: testForwarder(t),
 		Logger:    slog.New(slog.NewTextHandler(w.logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
 		AccessLog: proxy.NewAccessLog(w.logs, proxy.AccessLogJSON), Metrics: metrics,
 	})
@@ -595,4 +597,42 @@ func TestCloseConnectionsToOneEndpoint(t *testing.T) {
 		roundTrip(t, c, 100) // untouched
 	}
 	waitFor(t, func() bool { return strings.Contains(w.logs.String(), "upstream_unhealthy") }, "upstream_unhealthy in the access log")
+}
+
+// DestinationRule connectionPool.tcp.maxConnections: the connection past the
+// limit is closed at once with UO; the ones within it are served.
+func TestClusterMaxConnectionsIsUO(t *testing.T) {
+	w := newWorld(t, proxy.Config{})
+	svc := &mesh.Service{Host: reviews, Namespace: "default", Exported: true, Ports: []mesh.Port{{Number: 9080, Protocol: "TCP"}}}
+	limited, err := mesh.Build(mesh.Spec{Services: []*mesh.Service{svc}, Clusters: []*mesh.Cluster{{
+		Key: mesh.Key{Host: reviews, Port: 9080, Subset: "v1"}, Service: svc,
+		Endpoints: []mesh.Endpoint{endpoint(w.v1a, "v1", "r1/z1")},
+		Policy:    mesh.TrafficPolicy{MaxConnections: 2},
+	}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.store.Swap(limited)
+	var held []*tls.Conn
+	for range 2 {
+		c, _ := w.dial(t, "outbound_.9080_.v1_."+reviews)
+		defer c.Close()
+		held = append(held, c)
+	}
+	raw, err := net.Dial("tcp", w.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer raw.Close()
+	c := tls.Client(raw, w.ca.ClientConfig(t, clientID, "outbound_.9080_.v1_."+reviews, serverID))
+	_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+	if err := c.Handshake(); err == nil {
+		t.Fatal("a third connection got through a limit of 2")
+	}
+	waitFor(t, func() bool { return metricValue(t, w.reg, "eastwest_refused_connections_total", "reason", "circuit_open") == 1 }, "circuit_open counted")
+	waitFor(t, func() bool { return strings.Contains(w.logs.String(), `"response_flags":"UO"`) }, "UO in the access log")
+	held[0].Close()
+	waitFor(t, func() bool { return w.srv.Active() == 1 }, "one held connection left")
+	ok, _ := w.dial(t, "outbound_.9080_.v1_."+reviews) // room again
+	ok.Close()
 }

@@ -312,8 +312,16 @@ func (s *Server) handle(c *net.TCPConn) {
 	rec.trace.hello(len(raw), rec.sni, cl.Name)
 	helloDone := time.Now()
 	cs := s.m.stats.cluster(cl.Name)
-	cs.active.Add(1)
+	n := cs.active.Add(1)
 	defer cs.active.Add(-1)
+	if max := cl.Policy.MaxConnections; max > 0 && n > int64(max) {
+		// DestinationRule connectionPool.tcp.maxConnections: Envoy's
+		// circuit breaker closes the client at once (UO).
+		cs.overflow.Add(1)
+		rec.flags, rec.details = "UO", "upstream_overflow"
+		s.refuse(c, &rec, reasonCircuit, nil)
+		return
+	}
 
 	// Phase 2: an upstream, with bounded attempts on hosts not yet tried.
 	up, ep, err := s.connect(cl, cs, c, &rec)

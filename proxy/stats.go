@@ -17,6 +17,7 @@ type clusterStats struct {
 	name                                string
 	total, active, connectFail, timeout atomic.Int64
 	exceeded, noneHealthy, idle, maxDur atomic.Int64
+	overflow                            atomic.Int64
 	rx, tx                              atomic.Int64
 	connectMS, lengthMS                 histogram
 	lastUsed                            atomic.Int64 // unix nanoseconds
@@ -192,6 +193,7 @@ var (
 	descUpRx       = prometheus.NewDesc("envoy_cluster_upstream_cx_rx_bytes_total", "Bytes received from upstream, counted while connections are open.", cl, nil)
 	descUpTx       = prometheus.NewDesc("envoy_cluster_upstream_cx_tx_bytes_total", "Bytes sent to upstream, counted while connections are open.", cl, nil)
 	descUpIdle     = prometheus.NewDesc("envoy_cluster_upstream_cx_idle_timeout", "Connections closed by the idle timeout.", cl, nil)
+	descUpOverflow = prometheus.NewDesc("envoy_cluster_upstream_cx_overflow", "Client connections refused by the cluster's maxConnections (circuit breaker).", cl, nil)
 	descUpMaxDur   = prometheus.NewDesc("envoy_cluster_upstream_cx_max_duration_reached", "Connections closed at maxConnectionDuration.", cl, nil)
 	descUpConnMS   = prometheus.NewDesc("envoy_cluster_upstream_cx_connect_ms", "Upstream connect time, milliseconds.", cl, nil)
 	descUpLenMS    = prometheus.NewDesc("envoy_cluster_upstream_cx_length_ms", "Upstream connection length, milliseconds.", cl, nil)
@@ -223,6 +225,7 @@ func (ss *statsSet) Collect(ch chan<- prometheus.Metric) {
 		counter(descUpTx, &cs.tx)
 		counter(descUpIdle, &cs.idle)
 		counter(descUpMaxDur, &cs.maxDur)
+		counter(descUpOverflow, &cs.overflow)
 		ch <- cs.connectMS.metric(descUpConnMS, cs.name)
 		ch <- cs.lengthMS.metric(descUpLenMS, cs.name)
 		return true
