@@ -7,6 +7,8 @@ import (
 	"maps"
 	"math/rand/v2"
 	"net/netip"
+	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -80,9 +82,18 @@ type Balancer struct {
 	clusters atomic.Pointer[map[string]*clusterState]
 
 	// mu serializes writers: Update, health changes, ejections, sweeps.
-	mu     sync.Mutex
-	byAddr map[netip.AddrPort][]*clusterState
-	hc     map[netip.AddrPort]hcState
+	mu sync.Mutex
+	// installed is the cluster list of the last Update, sorted by name
+	// with no duplicate names: installed[i] is the src of the state of its
+	// name. Update diffs the next snapshot against it.
+	installed []*mesh.Cluster
+	byAddr    addrIndex
+	hc        map[netip.AddrPort]hcState
+	// hcStray holds addresses given a verdict while no cluster had them;
+	// the next Update forgets those still unknown.
+	hcStray map[netip.AddrPort]struct{}
+	// reconfigured counts clusters compiled by Update, for tests.
+	reconfigured uint64
 }
 
 // hcState is what active health checking last said about an address.
@@ -96,8 +107,9 @@ func New(o Options) *Balancer {
 		loc:     o.Locality,
 		rng:     o.Rand,
 		readmit: o.HealthReadmitsEjected == nil || *o.HealthReadmitsEjected,
-		byAddr:  map[netip.AddrPort][]*clusterState{},
+		byAddr:  newAddrIndex(),
 		hc:      map[netip.AddrPort]hcState{},
+		hcStray: map[netip.AddrPort]struct{}{},
 	}
 	if b.log == nil {
 		b.log = slog.Default()
@@ -146,6 +158,11 @@ func (b *Balancer) lookup(c *mesh.Cluster) *clusterState {
 // address) that survive is kept: outlier counters and ejections, active
 // health, active connections. It is called on every snapshot swap
 // (mesh.Store.Subscribe) and does all the building, so Pick never does.
+//
+// Only clusters that are new, removed or changed are touched; a cluster is
+// unchanged when s holds the very *mesh.Cluster the balancer last installed
+// under its name (mesh.Snapshot.Update shares all but the changed ones), so
+// the cost of an update follows what changed, not the size of the mesh.
 func (b *Balancer) Update(s *mesh.Snapshot) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
@@ -155,37 +172,64 @@ func (b *Balancer) Update(s *mesh.Snapshot) {
 	if s != nil {
 		list = s.Clusters()
 	}
-	next := make(map[string]*clusterState, len(list))
-	byAddr := make(map[netip.AddrPort][]*clusterState, len(b.byAddr))
-	for _, c := range list {
-		name := clusterName(c)
-		if _, dup := next[name]; dup {
-			continue
-		}
-		cs := old[name]
+	d, ok := diffClusters(b.installed, list, old)
+	if !ok {
+		// Not sorted by name: not from mesh.Build or Snapshot.Update. A
+		// stable sort keeps the first of duplicate names first.
+		list = slices.Clone(list)
+		slices.SortStableFunc(list, func(p, q *mesh.Cluster) int { return strings.Compare(clusterName(p), clusterName(q)) })
+		d, _ = diffClusters(b.installed, list, old)
+	}
+	// Pick reads the name map without a lock: it is copied when names
+	// come or go, and left alone (the common EDS case) when they do not.
+	next := old
+	if d.added > 0 || len(d.removed) > 0 {
+		next = maps.Clone(old)
+	}
+	var gone []netip.AddrPort
+	for _, t := range d.touched {
+		cs := t.cs
 		if cs == nil {
+			name := clusterName(t.c)
 			cs = &clusterState{name: name, errNone: &noHealthyError{cluster: name}}
+			next[name] = cs
 		}
-		if cs.src != c {
-			b.configure(cs, c, now)
-		}
-		next[name] = cs
-		for _, h := range cs.topo.hosts {
-			byAddr[h.addr] = append(byAddr[h.addr], cs)
+		was := cs.topo
+		b.configure(cs, t.c, now)
+		b.reconfigured++
+		gone = b.byAddr.reindex(cs, was, gone)
+	}
+	for _, cs := range d.removed {
+		b.log.Debug("balancer: cluster removed", "cluster", cs.name)
+		delete(next, cs.name)
+		if cs.topo != nil {
+			for _, h := range cs.topo.hosts {
+				if b.byAddr.remove(h.addr, cs) {
+					gone = append(gone, h.addr)
+				}
+			}
 		}
 	}
-	for name := range old {
-		if _, ok := next[name]; !ok {
-			b.log.Debug("balancer: cluster removed", "cluster", name)
+	// Health verdicts are forgotten for addresses no cluster has after the
+	// update: those that left now, and those reported while unknown.
+	for _, a := range gone {
+		if !b.byAddr.has(a) {
+			delete(b.hc, a)
 		}
 	}
-	for addr := range b.hc {
-		if _, ok := byAddr[addr]; !ok {
-			delete(b.hc, addr)
+	for a := range b.hcStray {
+		if !b.byAddr.has(a) {
+			delete(b.hc, a)
 		}
 	}
-	b.byAddr = byAddr
-	b.clusters.Store(&next)
+	clear(b.hcStray)
+	b.installed = list
+	if d.kept != nil {
+		b.installed = d.kept
+	}
+	if d.added > 0 || len(d.removed) > 0 {
+		b.clusters.Store(&next)
+	}
 }
 
 // Pick returns an endpoint of c for one connection attempt, avoiding
@@ -344,7 +388,12 @@ func (b *Balancer) SetHealthy(ep netip.AddrPort, healthy bool) {
 	s := b.hc[ep]
 	s.failed = !healthy
 	b.hc[ep] = s
-	for _, cs := range b.byAddr[ep] {
+	var buf [4]*clusterState
+	affected := b.byAddr.clusters(ep, buf[:0])
+	if len(affected) == 0 {
+		b.hcStray[ep] = struct{}{}
+	}
+	for _, cs := range affected {
 		h := cs.topo.byAddr[ep]
 		if h == nil {
 			continue
@@ -369,7 +418,12 @@ func (b *Balancer) SetDegraded(ep netip.AddrPort, degraded bool) {
 	s := b.hc[ep]
 	s.degraded = degraded
 	b.hc[ep] = s
-	for _, cs := range b.byAddr[ep] {
+	var buf [4]*clusterState
+	affected := b.byAddr.clusters(ep, buf[:0])
+	if len(affected) == 0 {
+		b.hcStray[ep] = struct{}{}
+	}
+	for _, cs := range affected {
 		if h := cs.topo.byAddr[ep]; h != nil && h.setFlag(flagDegradedActive, degraded) {
 			b.rebuild(cs)
 		}

@@ -19,8 +19,10 @@
 //
 // A Balancer satisfies proxy.Picker and health.Sink without importing
 // either; cmd/eastwest wires them. Update is called on every snapshot swap
-// and builds all per-cluster state; every health change rebuilds the
-// affected cluster's state copy-on-write. Pick reads it through atomic
+// and builds all per-cluster state, for the clusters that changed only (a
+// cluster is unchanged when it is the same *mesh.Cluster, as
+// mesh.Snapshot.Update and the xDS client keep it); every health change
+// rebuilds the affected cluster's state copy-on-write. Pick reads it through atomic
 // pointers: no global lock, no allocation.
 //
 // It must not open sockets, read config files or import proxy or health.

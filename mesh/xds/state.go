@@ -33,6 +33,20 @@ type entry struct {
 	// needs no map lookups.
 	svc *mesh.Service
 	cla *assignment
+
+	// pub is the cluster last published for this entry, built from pubSvc
+	// and pubCLA. It is published again while svc and cla are the same
+	// (info never changes: a changed CDS resource is a new entry), because
+	// the balancer recompiles only clusters that are not the very pointer
+	// it already has. A published cluster is never written again.
+	pub    *mesh.Cluster
+	pubSvc *mesh.Service
+	pubCLA *assignment
+}
+
+// published says whether e.pub still describes e.
+func (e *entry) published() bool {
+	return e.pub != nil && e.pubSvc == e.svc && e.pubCLA == e.cla
 }
 
 // assignment is one accepted ClusterLoadAssignment.
@@ -68,6 +82,12 @@ type state struct {
 
 	cdsVersion, edsVersion string
 	seq                    uint64
+
+	// pub is the last snapshot published. reshaped says the cluster set
+	// (or a service) changed since: the next snapshot needs mesh.Build;
+	// until then only endpoints changed and pub.Update is enough.
+	pub      *mesh.Snapshot
+	reshaped bool
 }
 
 func newState(network string) *state {
@@ -172,6 +192,7 @@ func (s *state) applyClusters(version string, res []*anypb.Any) (changed, subCha
 // reindex recomputes everything derived from the cluster set: order,
 // services, EDS subscription, warming set; it drops CLAs of removed clusters.
 func (s *state) reindex() (subChanged bool) {
+	s.reshaped = true
 	s.order = s.order[:0]
 	edsOf := make(map[string]string, len(s.clusters))
 	for _, e := range s.clusters {
@@ -396,15 +417,29 @@ func decodeAll[T any](res []*anypb.Any, f func(*anypb.Any) T) []T {
 // earlier would route new clusters to nothing.
 func (s *state) ready() bool { return s.haveCDS && len(s.warming) == 0 }
 
-// snapshot builds the immutable snapshot of the current state. Clusters are
-// fresh values each time (one slab allocation) so that no *mesh.Cluster of a
-// published snapshot is ever written again.
+// snapshot builds the immutable snapshot of the current state. Clusters
+// whose resources did not change since the last snapshot are the same
+// *mesh.Cluster values (never written once published); the others are
+// fresh, from one slab allocation. When only endpoints changed the snapshot
+// is the last one with those clusters replaced (Snapshot.Update, which
+// shares the rest); otherwise it is built anew with mesh.Build.
 func (s *state) snapshot() (*mesh.Snapshot, error) {
 	s.seq++
-	slab := make([]mesh.Cluster, len(s.order))
-	list := make([]*mesh.Cluster, len(s.order))
-	for i, e := range s.order {
-		c := &slab[i]
+	version := s.cdsVersion + "/" + s.edsVersion + "/" + strconv.FormatUint(s.seq, 10)
+	fresh := 0
+	for _, e := range s.order {
+		if !e.published() {
+			fresh++
+		}
+	}
+	slab := make([]mesh.Cluster, fresh)
+	built := make([]*entry, 0, fresh)
+	changed := make([]*mesh.Cluster, 0, fresh)
+	for _, e := range s.order {
+		if e.published() {
+			continue
+		}
+		c := &slab[len(changed)]
 		c.Key = e.info.key
 		c.Name = e.name
 		c.Service = e.svc
@@ -414,15 +449,34 @@ func (s *state) snapshot() (*mesh.Snapshot, error) {
 		} else if e.cla != nil {
 			c.Endpoints = e.cla.eps
 		}
-		list[i] = c
+		built = append(built, e)
+		changed = append(changed, c)
 	}
-	snap, err := mesh.Build(mesh.Spec{
-		Version:  s.cdsVersion + "/" + s.edsVersion + "/" + strconv.FormatUint(s.seq, 10),
-		Services: s.services,
-		Clusters: list,
-	})
-	if err != nil {
-		return nil, fmt.Errorf("build snapshot: %w", err)
+	var snap *mesh.Snapshot
+	if s.pub != nil && !s.reshaped {
+		// Only fails if the set was changed after all: Build then says why.
+		snap, _ = s.pub.Update(version, changed...)
 	}
+	if snap == nil {
+		list := make([]*mesh.Cluster, len(s.order))
+		k := 0
+		for i, e := range s.order {
+			if e.published() {
+				list[i] = e.pub
+			} else {
+				list[i] = changed[k]
+				k++
+			}
+		}
+		var err error
+		snap, err = mesh.Build(mesh.Spec{Version: version, Services: s.services, Clusters: list})
+		if err != nil {
+			return nil, fmt.Errorf("build snapshot: %w", err)
+		}
+	}
+	for i, e := range built {
+		e.pub, e.pubSvc, e.pubCLA = changed[i], e.svc, e.cla
+	}
+	s.pub, s.reshaped = snap, false
 	return snap, nil
 }
