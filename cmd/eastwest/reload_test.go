@@ -85,7 +85,12 @@ func TestReloadUnderLoad(t *testing.T) {
 			if i%2 == 0 {
 				m = echoMesh(p2, p3)
 			}
-			if err := os.WriteFile(mf, []byte(m), 0o600); err == nil && g.cmd.Process.Signal(syscall.SIGHUP) == nil {
+			// Write and rename, as a ConfigMap update or an editor does: a
+			// reader never sees a half-written file.
+			if err := os.WriteFile(mf+".tmp", []byte(m), 0o600); err != nil {
+				continue
+			}
+			if err := os.Rename(mf+".tmp", mf); err == nil && g.cmd.Process.Signal(syscall.SIGHUP) == nil {
 				reloads.Add(1)
 			}
 		}
@@ -120,7 +125,7 @@ func TestReloadUnderLoad(t *testing.T) {
 	if failed.Load() != 0 {
 		var why []string
 		for _, l := range strings.Split(g.logs(), "\n") {
-			if strings.Contains(l, "err") || strings.Contains(l, "refused") || strings.Contains(l, "WARN") {
+			if strings.Contains(l, "err") || strings.Contains(l, "refused") || strings.Contains(l, "WARN") || strings.Contains(l, "reloaded") {
 				why = append(why, l)
 			}
 		}

@@ -14,6 +14,7 @@ import (
 	"net/netip"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -259,6 +260,9 @@ func (g *gateway) reload(ctx context.Context, file string, fs *pflag.FlagSet, wh
 	g.reloadMu.Lock()
 	defer g.reloadMu.Unlock()
 	s, err := loadSettings(file, fs)
+	if err == nil && !s.dynamicMesh() {
+		err = emptyMeshFile(s.Mesh.Paths)
+	}
 	if err == nil {
 		var res *istioyaml.Result
 		if res, err = loadMesh(ctx, s); err == nil {
@@ -387,4 +391,29 @@ func tracerOrNil(tp *sdktrace.TracerProvider) trace.TracerProvider {
 		return nil
 	}
 	return tp
+}
+
+// emptyMeshFile returns an error naming a zero-byte YAML file among paths.
+// A file written in place is empty between its truncation and its write; a
+// reload that read it then would drop every route. The file event of the
+// write itself triggers the next, complete reload.
+func emptyMeshFile(paths []string) error {
+	for _, p := range paths {
+		err := filepath.WalkDir(p, func(path string, d os.DirEntry, err error) error {
+			if err != nil || d.IsDir() {
+				return err
+			}
+			if ext := filepath.Ext(path); path != p && ext != ".yaml" && ext != ".yml" {
+				return nil
+			}
+			if fi, err := d.Info(); err == nil && fi.Size() == 0 {
+				return fmt.Errorf("mesh file %s is empty (a write in progress?)", path)
+			}
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+	}
+	return nil
 }

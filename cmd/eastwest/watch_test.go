@@ -5,6 +5,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 )
@@ -78,4 +79,23 @@ func TestWatchFilesSeesOnlyWhatItWatches(t *testing.T) {
 		t.Fatal(err)
 	}
 	expect("the ConfigMap's ..data symlink was swapped", true)
+}
+
+func TestEmptyMeshFileIsNotAReload(t *testing.T) {
+	dir := t.TempDir()
+	full, empty := filepath.Join(dir, "a.yaml"), filepath.Join(dir, "b.yaml")
+	if err := os.WriteFile(full, []byte("kind: x\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := emptyMeshFile([]string{dir}); err != nil {
+		t.Fatalf("no empty file yet: %v", err)
+	}
+	if err := os.WriteFile(empty, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range [][]string{{dir}, {empty}} {
+		if err := emptyMeshFile(p); err == nil || !strings.Contains(err.Error(), "b.yaml") {
+			t.Fatalf("emptyMeshFile(%v) = %v, want an error naming b.yaml", p, err)
+		}
+	}
 }
