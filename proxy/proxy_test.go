@@ -629,7 +629,9 @@ func TestClusterMaxConnectionsIsUO(t *testing.T) {
 	if err := c.Handshake(); err == nil {
 		t.Fatal("a third connection got through a limit of 2")
 	}
-	waitFor(t, func() bool { return metricValue(t, w.reg, "eastwest_refused_connections_total", "reason", "circuit_open") == 1 }, "circuit_open counted")
+	waitFor(t, func() bool {
+		return metricValue(t, w.reg, "eastwest_refused_connections_total", "reason", "circuit_open") == 1
+	}, "circuit_open counted")
 	waitFor(t, func() bool { return strings.Contains(w.logs.String(), `"response_flags":"UO"`) }, "UO in the access log")
 	held[0].Close()
 	waitFor(t, func() bool { return w.srv.Active() == 1 }, "one held connection left")

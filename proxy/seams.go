@@ -29,3 +29,16 @@ type Forwarder interface {
 	// Cancelling ctx closes both conns at once.
 	Forward(ctx context.Context, client, upstream *net.TCPConn, peeked []byte) (sent, received int64, err error)
 }
+
+// AsyncForwarder is a Forwarder that can carry a connection without the
+// caller's goroutine: the proxy hands the pair over and its connection
+// goroutine ends, so an established connection in the kernel path costs no
+// goroutine at all. The proxy uses it when the Forwarder implements it.
+type AsyncForwarder interface {
+	Forwarder
+	// Submit is Forward without the wait: done is called exactly once,
+	// from a forwarder goroutine, when both directions have ended and both
+	// conns are closed; done must not block. Cancelling ctx resets both
+	// conns at once.
+	Submit(ctx context.Context, client, upstream *net.TCPConn, peeked []byte, done func(sent, received int64, err error))
+}

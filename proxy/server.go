@@ -273,30 +273,52 @@ type logRecord struct {
 	trace   *connTrace
 }
 
+// cleanups is what a connection must undo when it ends, in reverse order.
+// It runs at the end of handle, or, when the pair went to an
+// AsyncForwarder, from its done callback.
+type cleanups struct {
+	fns       []func()
+	handedOff bool
+}
+
+func (c *cleanups) push(f func()) { c.fns = append(c.fns, f) }
+
+func (c *cleanups) run() {
+	for i := len(c.fns) - 1; i >= 0; i-- {
+		c.fns[i]()
+	}
+}
+
 func (s *Server) handle(c *net.TCPConn) {
-	defer s.wg.Done()
+	var end cleanups
 	defer func() {
+		if !end.handedOff {
+			end.run()
+		}
+	}()
+	end.push(s.wg.Done)
+	end.push(func() {
 		s.active.Add(-1)
 		s.lm.openGauge.Dec()
-	}()
-	rec := logRecord{start: time.Now(), flags: "-", details: "-"}
+	})
+	rec := &logRecord{start: time.Now(), flags: "-", details: "-"}
 	rec.trace = s.startTrace(rec.start)
-	defer func() {
-		s.accessLog(c, &rec)
-		rec.trace.end(&rec)
-	}()
+	end.push(func() {
+		s.accessLog(c, rec)
+		rec.trace.end(rec)
+	})
 
 	// Phase 1: the ClientHello, bounded in time and bytes.
 	_ = c.SetReadDeadline(rec.start.Add(s.cfg.HelloTimeout))
 	bp := s.helloBf.Get().(*[]byte)
-	defer func() {
+	end.push(func() {
 		if bp != nil {
 			s.helloBf.Put(bp)
 		}
-	}()
+	})
 	raw, hello, err := sni.Read(c, *bp)
 	if err != nil {
-		s.refuse(c, &rec, helloReason(err), err)
+		s.refuse(c, rec, helloReason(err), err)
 		return
 	}
 	_ = c.SetReadDeadline(time.Time{})
@@ -305,7 +327,7 @@ func (s *Server) handle(c *net.TCPConn) {
 	if cl == nil {
 		s.m.noChain.WithLabelValues(s.addr).Inc()
 		rec.details = "filter_chain_not_found"
-		s.refuse(c, &rec, reason, nil)
+		s.refuse(c, rec, reason, nil)
 		return
 	}
 	rec.cluster = cl.Name
@@ -313,18 +335,18 @@ func (s *Server) handle(c *net.TCPConn) {
 	helloDone := time.Now()
 	cs := s.m.stats.cluster(cl.Name)
 	n := cs.active.Add(1)
-	defer cs.active.Add(-1)
+	end.push(func() { cs.active.Add(-1) })
 	if max := cl.Policy.MaxConnections; max > 0 && n > int64(max) {
 		// DestinationRule connectionPool.tcp.maxConnections: Envoy's
 		// circuit breaker closes the client at once (UO).
 		cs.overflow.Add(1)
 		rec.flags, rec.details = "UO", "upstream_overflow"
-		s.refuse(c, &rec, reasonCircuit, nil)
+		s.refuse(c, rec, reasonCircuit, nil)
 		return
 	}
 
 	// Phase 2: an upstream, with bounded attempts on hosts not yet tried.
-	up, ep, err := s.connect(cl, cs, c, &rec)
+	up, ep, err := s.connect(cl, cs, c, rec)
 	if err != nil {
 		c.Close()
 		return
@@ -332,7 +354,7 @@ func (s *Server) handle(c *net.TCPConn) {
 	s.lm.setup.Observe(time.Since(helloDone).Seconds())
 	is := s.m.stats.istioFor(cl, &ep, "-")
 	is.active.Add(1)
-	defer is.active.Add(-1)
+	end.push(func() { is.active.Add(-1) })
 	cs.total.Add(1)
 	is.opened.Add(1)
 
@@ -352,7 +374,7 @@ func (s *Server) handle(c *net.TCPConn) {
 
 	// Phase 3: forward until both directions end.
 	ctx, cancel := context.WithCancel(s.ctx)
-	defer cancel()
+	end.push(cancel)
 	cc := &conn{client: c, upstream: up, endpoint: ep.Addr, start: rec.start, cancel: cancel, idle: s.cfg.IdleTimeout, cs: cs, is: is}
 	if p := cl.Policy.IdleTimeout; p != 0 {
 		cc.idle = p
@@ -364,8 +386,22 @@ func (s *Server) handle(c *net.TCPConn) {
 		cc.deadline = rec.start.Add(d)
 	}
 	s.track(cc)
+	if af, ok := s.deps.Forwarder.(AsyncForwarder); ok {
+		// This goroutine ends here; done finishes the connection.
+		end.handedOff = true
+		af.Submit(ctx, c, up, nil, func(sent, recv int64, ferr error) {
+			s.forwarded(cl, ep, cc, cs, is, rec, sent, recv+helloLen, ferr)
+			end.run()
+		})
+		return
+	}
 	sent, recv, ferr := s.deps.Forwarder.Forward(ctx, c, up, nil)
-	recv += helloLen
+	s.forwarded(cl, ep, cc, cs, is, rec, sent, recv+helloLen, ferr)
+}
+
+// forwarded records how a forwarded connection ended: counters, the
+// picker's view of the endpoint, response flags and termination details.
+func (s *Server) forwarded(cl *mesh.Cluster, ep mesh.Endpoint, cc *conn, cs *clusterStats, is *istioStats, rec *logRecord, sent, recv int64, ferr error) {
 	s.untrack(cc)
 	cc.settle(sent, recv)
 	rec.sent, rec.recv = sent, recv
