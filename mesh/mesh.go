@@ -2,7 +2,6 @@ package mesh
 
 import (
 	"fmt"
-	"maps"
 	"net/netip"
 	"slices"
 	"strconv"
@@ -242,7 +241,7 @@ func (r Reason) String() string {
 type Snapshot struct {
 	// Version identifies the snapshot in logs (a counter or a content hash).
 	Version  string
-	clusters map[Key]*Cluster
+	clusters shardedClusters
 	services map[string]*Service
 	list     []*Cluster // sorted by name, for stable iteration
 }
@@ -250,7 +249,7 @@ type Snapshot struct {
 // Lookup resolves an Istio SNI key. host must already be lower case and
 // rewritten.
 func (s *Snapshot) Lookup(host string, port uint16, subset string) (*Cluster, Reason) {
-	if c, ok := s.clusters[Key{Host: host, Port: port, Subset: subset}]; ok {
+	if c, ok := s.clusters.get(Key{Host: host, Port: port, Subset: subset}); ok {
 		return c, ReasonNone
 	}
 	return nil, s.why(host, port, subset)
@@ -282,7 +281,7 @@ func (s *Snapshot) why(host string, port uint16, subset string) Reason {
 	if !svc.Exported || svc.MeshExternal {
 		return ReasonNotExported
 	}
-	if _, ok := s.clusters[Key{Host: host, Port: port}]; !ok {
+	if _, ok := s.clusters.get(Key{Host: host, Port: port}); !ok {
 		return ReasonUnknownPort
 	}
 	if subset != "" {
@@ -312,7 +311,7 @@ type Spec struct {
 func Build(spec Spec) (*Snapshot, error) {
 	s := &Snapshot{
 		Version:  spec.Version,
-		clusters: make(map[Key]*Cluster, len(spec.Clusters)),
+		clusters: newShardedClusters(len(spec.Clusters)),
 		services: make(map[string]*Service, len(spec.Services)),
 	}
 	for _, svc := range spec.Services {
@@ -328,7 +327,7 @@ func Build(spec Spec) (*Snapshot, error) {
 		if !c.Service.Exported || c.Service.MeshExternal {
 			continue
 		}
-		if _, dup := s.clusters[c.Key]; dup {
+		if _, dup := s.clusters.get(c.Key); dup {
 			return nil, fmt.Errorf("cluster %s declared twice", c.Key)
 		}
 		if c.Name == "" {
@@ -336,7 +335,7 @@ func Build(spec Spec) (*Snapshot, error) {
 			// read concurrently and must not be written.
 			c.Name = c.Key.String()
 		}
-		s.clusters[c.Key] = c
+		s.clusters.set(c.Key, c)
 		s.list = append(s.list, c)
 	}
 	sortClusters(s.list)
@@ -348,9 +347,9 @@ func Build(spec Spec) (*Snapshot, error) {
 // path for an EDS update that names a few clusters of thousands; new or
 // removed clusters need Build.
 func (s *Snapshot) Update(version string, changed ...*Cluster) (*Snapshot, error) {
-	ns := &Snapshot{Version: version, clusters: maps.Clone(s.clusters), services: s.services, list: slices.Clone(s.list)}
+	ns := &Snapshot{Version: version, clusters: s.clusters.shallowCopy(), services: s.services, list: slices.Clone(s.list)}
 	for _, c := range changed {
-		old, ok := ns.clusters[c.Key]
+		old, ok := ns.clusters.get(c.Key)
 		if !ok {
 			return nil, fmt.Errorf("cluster %s: not in the snapshot", c.Key)
 		}
@@ -358,7 +357,7 @@ func (s *Snapshot) Update(version string, changed ...*Cluster) (*Snapshot, error
 			return nil, fmt.Errorf("cluster %s: service changed", c.Key)
 		}
 		c.Name = old.Name
-		ns.clusters[c.Key] = c
+		ns.clusters.replace(c.Key, c)
 		i, found := slices.BinarySearchFunc(ns.list, c.Name, func(e *Cluster, n string) int { return strings.Compare(e.Name, n) })
 		if !found {
 			return nil, fmt.Errorf("cluster %s: not in the list", c.Key)
