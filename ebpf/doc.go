@@ -29,6 +29,16 @@
 // passed bytes loses them and wedges the socket on Linux 6.18 (measured),
 // and splice(2) must not read a socket in a sockmap.
 //
+// Every byte once: under load the kernel can feed the verdict an skb
+// whose head it already fed (measured on Linux 6.18 after a hand-off: a
+// passed skb of one MSS came again with the next segments glued on, and
+// 65,483 bytes reached the upstream twice). The verdict tracks the TCP
+// sequence it has taken (tcp_skb_cb.seq through bpf_cast_to_kern_ctx):
+// an skb with nothing new is dropped; one with an old head is passed whole
+// with a skip entry (stream offset, length) that user space applies while
+// copying. A sequence gap, or a skip the map cannot hold, resets the pair
+// rather than forward a wrong stream.
+//
 // Splice path (Mode Splice, or the kernel path unavailable): per direction
 // a goroutine parks on Go's netpoller holding no buffer, then copies small
 // reads through pooled buffers and large ones with splice(2) through pooled

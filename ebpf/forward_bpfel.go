@@ -22,10 +22,27 @@ type forwardPair struct {
 	Pad   uint32
 }
 
+type forwardSkip struct {
+	_   structs.HostLayout
+	Pos uint64
+	Len uint64
+}
+
+type forwardSkipKey struct {
+	_      structs.HostLayout
+	Cookie uint64
+	N      uint64
+}
+
 type forwardStat struct {
 	_          structs.HostLayout
 	Redirected uint64
 	Passed     uint64
+	Dup        uint64
+	Skips      uint64
+	Lost       uint64
+	NextSeq    uint32
+	SeqValid   uint32
 }
 
 // Names of all BPF objects in the ELF.
@@ -33,6 +50,7 @@ type forwardStat struct {
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
 	forwardMapPairs          = "pairs"
+	forwardMapSkips          = "skips"
 	forwardMapSockHash       = "sock_hash"
 	forwardMapStats          = "stats"
 	forwardProgStreamVerdict = "stream_verdict"
@@ -88,6 +106,7 @@ type forwardProgramSpecs struct {
 // It can be passed ebpf.CollectionSpec.Assign.
 type forwardMapSpecs struct {
 	Pairs    *ebpf.MapSpec `ebpf:"pairs"`
+	Skips    *ebpf.MapSpec `ebpf:"skips"`
 	SockHash *ebpf.MapSpec `ebpf:"sock_hash"`
 	Stats    *ebpf.MapSpec `ebpf:"stats"`
 }
@@ -119,6 +138,7 @@ func (o *forwardObjects) Close() error {
 // It can be passed to loadForwardObjects or ebpf.CollectionSpec.LoadAndAssign.
 type forwardMaps struct {
 	Pairs    *ebpf.Map `ebpf:"pairs"`
+	Skips    *ebpf.Map `ebpf:"skips"`
 	SockHash *ebpf.Map `ebpf:"sock_hash"`
 	Stats    *ebpf.Map `ebpf:"stats"`
 }
@@ -126,6 +146,7 @@ type forwardMaps struct {
 func (m *forwardMaps) Close() error {
 	return _ForwardClose(
 		m.Pairs,
+		m.Skips,
 		m.SockHash,
 		m.Stats,
 	)

@@ -26,6 +26,7 @@ type Forwarder struct {
 	handoffBulk, handoffCap  atomic.Int64
 	activeKernel, activeUser atomic.Int64
 	userBytes                atomic.Int64 // bytes copied by user space, all pairs
+	refedBytes               atomic.Int64 // bytes the kernel fed twice, left out by user space
 	pipes                    pipePool
 }
 

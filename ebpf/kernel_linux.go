@@ -264,8 +264,17 @@ func (k *kernel) forget(p *pair, sent, recv uint64) {
 	k.mu.Unlock()
 	_ = k.objs.Pairs.Delete(p.cc)
 	_ = k.objs.Pairs.Delete(p.uc)
+	k.dropSkips(p.cc)
+	k.dropSkips(p.uc)
 	_ = k.objs.Stats.Delete(p.cc)
 	_ = k.objs.Stats.Delete(p.uc)
+}
+
+// dropSkips deletes the skip entries the verdict wrote for cookie c.
+func (k *kernel) dropSkips(c uint64) {
+	for n := range k.stat(c).Skips {
+		_ = k.objs.Skips.Delete(forwardSkipKey{Cookie: c, N: n})
+	}
 }
 
 // readStats fills k.stats from the stats map in batches.
@@ -388,6 +397,9 @@ func (k *kernel) scan(p *pair, now time.Time) (busy bool, end *ending, handoff b
 	for i := range p.dirs {
 		d := &p.dirs[i]
 		st := k.stats[d.srcC]
+		if st.Lost != 0 {
+			return false, &ending{p, fmt.Errorf("%s: %w", sideName(i), errRefed), true}, false
+		}
 		if st.Passed != 0 {
 			k.f.handoffCap.Add(1)
 			return true, nil, true

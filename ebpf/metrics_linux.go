@@ -8,6 +8,7 @@ type collector struct {
 	f                        *Forwarder
 	kernelBytes, userBytes   *prometheus.Desc
 	handoffs, active, passed *prometheus.Desc
+	refed                    *prometheus.Desc
 }
 
 func newCollector(f *Forwarder) *collector {
@@ -17,6 +18,8 @@ func newCollector(f *Forwarder) *collector {
 			"Bytes the sockmap verdict redirected, by source side.", []string{"from"}, nil),
 		passed: prometheus.NewDesc("eastwest_forwarder_kernel_passed_bytes_total",
 			"Bytes the verdict passed to user space after a hand-off, on pairs still open.", nil, nil),
+		refed: prometheus.NewDesc("eastwest_forwarder_kernel_refed_bytes_total",
+			"Bytes the kernel fed the verdict a second time; user space left them out.", nil, nil),
 		userBytes: prometheus.NewDesc("eastwest_forwarder_user_bytes_total",
 			"Bytes copied by user space (splice path and handed-off pairs).", nil, nil),
 		handoffs: prometheus.NewDesc("eastwest_forwarder_handoffs_total",
@@ -27,7 +30,7 @@ func newCollector(f *Forwarder) *collector {
 }
 
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{c.kernelBytes, c.passed, c.userBytes, c.handoffs, c.active} {
+	for _, d := range []*prometheus.Desc{c.kernelBytes, c.passed, c.userBytes, c.handoffs, c.active, c.refed} {
 		ch <- d
 	}
 }
@@ -53,6 +56,7 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(c.passed, prometheus.GaugeValue, passed)
 	}
 	ch <- prometheus.MustNewConstMetric(c.userBytes, prometheus.CounterValue, float64(f.userBytes.Load()))
+	ch <- prometheus.MustNewConstMetric(c.refed, prometheus.CounterValue, float64(f.refedBytes.Load()))
 	ch <- prometheus.MustNewConstMetric(c.handoffs, prometheus.CounterValue, float64(f.handoffBulk.Load()), "bulk")
 	ch <- prometheus.MustNewConstMetric(c.handoffs, prometheus.CounterValue, float64(f.handoffCap.Load()), "queue_cap")
 	ch <- prometheus.MustNewConstMetric(c.active, prometheus.GaugeValue, float64(f.activeKernel.Load()), "kernel")

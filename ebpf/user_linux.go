@@ -10,6 +10,7 @@ import (
 	"syscall"
 	"time"
 
+	cebpf "github.com/cilium/ebpf"
 	"golang.org/x/sys/unix"
 )
 
@@ -167,15 +168,18 @@ func waitReadable(rc syscall.RawConn) error {
 }
 
 // copyInMap copies one direction of a pair whose sockets stay in the
-// sockmap. At EOF it makes sure every byte the verdict passed was read:
+// sockmap. It leaves out the spans the verdict marked as fed twice (see
+// skipper). At EOF it makes sure every byte the verdict passed was read:
 // the psock may still be moving the last ones to the socket.
 func (p *pair) copyInMap(i int, src, dst *net.TCPConn, count *atomic.Int64) error {
 	rc, err := src.SyscallConn()
 	if err != nil {
 		return err
 	}
-	var got uint64
+	var got uint64 // bytes read: offset in the passed stream
 	srcC := p.dirs[i].srcC
+	sk := skipper{k: p.f.k, cookie: srcC}
+	defer sk.release()
 	for {
 		if err := waitReadable(rc); err != nil {
 			return err
@@ -183,26 +187,109 @@ func (p *pair) copyInMap(i int, src, dst *net.TCPConn, count *atomic.Int64) erro
 		b := bufPool.Get().(*[bufSize]byte)
 		n, rerr := src.Read(b[:])
 		if n > 0 {
-			_, werr := dst.Write(b[:n])
+			out, serr := sk.cut(b[:n], got)
+			got += uint64(n)
+			var werr error
+			if serr == nil && len(out) > 0 {
+				_, werr = dst.Write(out)
+			}
 			bufPool.Put(b)
+			if serr != nil {
+				return serr
+			}
 			if werr != nil {
 				return werr
 			}
-			got += uint64(n)
-			count.Add(int64(n))
-			p.f.userBytes.Add(int64(n))
+			count.Add(int64(len(out)))
+			p.f.userBytes.Add(int64(len(out)))
 		} else {
 			bufPool.Put(b)
 		}
 		if errors.Is(rerr, io.EOF) {
 			if got >= p.f.k.stat(srcC).Passed || p.ended.Load() {
-				return nil
+				return sk.check()
 			}
 			time.Sleep(time.Millisecond)
 			continue
 		}
 		if rerr != nil {
 			return rerr
+		}
+	}
+}
+
+// errRefed says the kernel fed the verdict bytes it could not mark for
+// user space to skip: forwarding on would duplicate or lose bytes.
+var errRefed = errors.New("sockmap: kernel fed the verdict a byte range twice and the skip was not recorded")
+
+// skipper removes from the passed stream of one socket the spans the
+// verdict recorded in the skips map: the old head of an skb the kernel
+// fed the verdict a second time, glued to new bytes (bpf/forward.c).
+// Entries come in stream order; each is deleted once used.
+type skipper struct {
+	k      *kernel
+	cookie uint64
+	n      uint64 // next entry
+	cur    forwardSkip
+	have   bool
+}
+
+// cut returns b, read at offset at of the passed stream, without the
+// bytes of recorded spans. The verdict writes an entry before the skb's
+// bytes can be read, so every span that touches b is already there.
+func (s *skipper) cut(b []byte, at uint64) ([]byte, error) {
+	for {
+		if !s.have {
+			if err := s.k.objs.Skips.Lookup(forwardSkipKey{Cookie: s.cookie, N: s.n}, &s.cur); err != nil {
+				if errors.Is(err, cebpf.ErrKeyNotExist) {
+					return b, nil
+				}
+				return b, fmt.Errorf("read skip entry: %w", err)
+			}
+			s.have = true
+		}
+		end := at + uint64(len(b))
+		if s.cur.Pos >= end {
+			return b, nil
+		}
+		if s.cur.Pos < at {
+			// A span starting in an earlier read: its first part was
+			// cut there and the entry moved on.
+			return b, fmt.Errorf("%w: span at %d behind stream offset %d", errRefed, s.cur.Pos, at)
+		}
+		from := s.cur.Pos - at
+		to := min(s.cur.Pos+s.cur.Len, end) - at
+		b = append(b[:from], b[to:]...)
+		cutLen := to - from
+		s.k.f.refedBytes.Add(int64(cutLen))
+		if cutLen == s.cur.Len {
+			_ = s.k.objs.Skips.Delete(forwardSkipKey{Cookie: s.cookie, N: s.n})
+			s.n++
+			s.have = false
+			// Later spans are at offsets of the uncut stream.
+			at += cutLen
+			continue
+		}
+		// The span goes on into the next read, which starts at end.
+		s.cur.Pos += cutLen
+		s.cur.Len -= cutLen
+		return b, nil
+	}
+}
+
+// check reports a range the verdict could not record.
+func (s *skipper) check() error {
+	if st := s.k.stat(s.cookie); st.Lost != 0 {
+		return fmt.Errorf("%w (%d times)", errRefed, st.Lost)
+	}
+	return nil
+}
+
+// release deletes the entries of s's socket that were not used.
+func (s *skipper) release() {
+	for n := s.n; ; n++ {
+		if s.k.objs.Skips.Delete(forwardSkipKey{Cookie: s.cookie, N: n}) != nil {
+			return
 		}
 	}
 }

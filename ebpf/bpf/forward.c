@@ -29,8 +29,32 @@ struct pair {
 // Written by this program only (user space creates and deletes entries).
 struct stat {
 	__u64 redirected; // bytes redirected to the peer's egress
-	__u64 passed;     // bytes passed to user space
+	__u64 passed;     // bytes passed to user space, skipped ones included
+	__u64 dup;        // bytes the kernel fed the verdict a second time
+	__u64 skips;      // skip entries written for this socket
+	__u64 lost;       // skips that did not fit, or sequence gaps: broken
+	__u32 next_seq;   // TCP sequence after the last byte taken
+	__u32 seq_valid;  // next_seq is set
 };
+
+// A span of the passed stream user space must not forward: bytes the
+// kernel fed the verdict again, glued in front of new ones.
+struct skip_key {
+	__u64 cookie;
+	__u64 n; // 0, 1, ... per socket, in stream order
+};
+
+struct skip {
+	__u64 pos; // offset in the socket's passed bytes
+	__u64 len;
+};
+
+// The kernel's sk_buff, for the TCP control block in cb (CO-RE).
+struct sk_buff {
+	char cb[48];
+} __attribute__((preserve_access_index));
+
+extern void *bpf_cast_to_kern_ctx(void *obj) __ksym;
 
 struct {
 	__uint(type, BPF_MAP_TYPE_SOCKHASH);
@@ -52,6 +76,13 @@ struct {
 	__type(key, __u64);
 	__type(value, struct stat);
 } stats SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 65536);
+	__type(key, struct skip_key);
+	__type(value, struct skip);
+} skips SEC(".maps");
 
 SEC("sk_skb/stream_verdict")
 int stream_verdict(struct __sk_buff *skb)
@@ -75,8 +106,45 @@ int stream_verdict(struct __sk_buff *skb)
 	if (!p || !s)
 		return SK_PASS;
 
-	if (p->stop || s->passed != 0 ||
+	// Every byte once. Under load the kernel can feed the verdict an skb
+	// whose head it fed before (measured on 6.18 after a hand-off: a
+	// passed skb of one MSS came again with the next segments glued on,
+	// and user space forwarded those 65,483 bytes twice). So the verdict
+	// tracks the TCP sequence it has taken; seq is the first field of
+	// struct tcp_skb_cb.
+	struct sk_buff *kskb = bpf_cast_to_kern_ctx(skb);
+	__u32 seq = *(__u32 *)&kskb->cb[0];
+	__u32 end = seq + len;
+	__u32 old = 0;
+	if (s->seq_valid) {
+		if ((__s32)(end - s->next_seq) <= 0) {
+			// Nothing new: every byte was taken before.
+			__sync_fetch_and_add(&s->dup, len);
+			return SK_DROP;
+		}
+		if ((__s32)(seq - s->next_seq) < 0)
+			old = s->next_seq - seq;
+		else if (seq != s->next_seq)
+			__sync_fetch_and_add(&s->lost, 1);
+	}
+	s->next_seq = end;
+	s->seq_valid = 1;
+
+	if (old || p->stop || s->passed != 0 ||
 	    (p->cap != 0 && s->redirected + len - p->taken > p->cap)) {
+		if (old) {
+			// An sk_skb verdict cannot cut an skb's head: pass it
+			// whole and have user space skip the old bytes. This
+			// hands the pair to user space if it was in the kernel.
+			struct skip_key k = {.cookie = cookie, .n = s->skips};
+			struct skip v = {.pos = s->passed, .len = old};
+			if (bpf_map_update_elem(&skips, &k, &v, BPF_NOEXIST) == 0) {
+				__sync_fetch_and_add(&s->skips, 1);
+				__sync_fetch_and_add(&s->dup, old);
+			} else {
+				__sync_fetch_and_add(&s->lost, 1);
+			}
+		}
 		__sync_fetch_and_add(&s->passed, len);
 		return SK_PASS;
 	}
