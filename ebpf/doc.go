@@ -56,5 +56,5 @@
 //	}
 //	defer fwd.Close()
 //	reg.MustRegister(fwd.Collector())
-//	fwd.Submit(client, upstream, hello, func(sent, received int64, err error) { ... })
+//	fwd.Submit(ctx, client, upstream, hello, func(sent, received int64, err error) { ... })
 package ebpf

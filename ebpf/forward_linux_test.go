@@ -104,7 +104,7 @@ func startGateway(t testing.TB, f *Forwarder, delay time.Duration) *gateway {
 			if g.Delay > 0 {
 				time.Sleep(g.Delay)
 			}
-			f.Submit(c, u, nil, func(s, r int64, err error) { g.Done <- result{s, r, err} })
+			f.Submit(context.Background(), c, u, nil, func(s, r int64, err error) { g.Done <- result{s, r, err} })
 		}
 	}()
 	t.Cleanup(func() {

@@ -95,9 +95,22 @@ func (f *Forwarder) Forward(ctx context.Context, client, upstream *net.TCPConn, 
 // Submit is Forward without the wait: it returns once the pair is handed
 // over, and done is called exactly once, from a forwarder goroutine, when
 // the pair has ended and both conns are closed. done must not block. A
-// pair in the kernel path costs no goroutine.
-func (f *Forwarder) Submit(client, upstream *net.TCPConn, peeked []byte, done func(sent, received int64, err error)) {
-	f.submit(client, upstream, peeked, done)
+// pair in the kernel path costs no goroutine. Cancelling ctx resets the
+// pair, as for Forward.
+func (f *Forwarder) Submit(ctx context.Context, client, upstream *net.TCPConn, peeked []byte, done func(sent, received int64, err error)) {
+	var stop atomic.Pointer[func() bool]
+	p := f.submit(client, upstream, peeked, func(s, r int64, err error) {
+		if st := stop.Swap(nil); st != nil {
+			(*st)()
+		}
+		done(s, r, err)
+	})
+	if p != nil && ctx.Done() != nil {
+		// If the pair ended before this line, the hook stays until ctx
+		// ends and then aborts a finished pair, which does nothing.
+		st := context.AfterFunc(ctx, func() { p.abort(fmt.Errorf("forward: %w", ctx.Err())) })
+		stop.Store(&st)
+	}
 }
 
 func (f *Forwarder) submit(client, upstream *net.TCPConn, peeked []byte, done func(sent, received int64, err error)) *pair {

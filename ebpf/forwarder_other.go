@@ -69,11 +69,11 @@ func (f *Forwarder) Forward(ctx context.Context, client, upstream *net.TCPConn, 
 }
 
 // Submit runs Forward on a goroutine and calls done with its result.
-func (f *Forwarder) Submit(client, upstream *net.TCPConn, peeked []byte, done func(sent, received int64, err error)) {
+func (f *Forwarder) Submit(ctx context.Context, client, upstream *net.TCPConn, peeked []byte, done func(sent, received int64, err error)) {
 	f.wg.Add(1)
 	go func() {
 		defer f.wg.Done()
-		done(f.Forward(context.Background(), client, upstream, peeked))
+		done(f.Forward(ctx, client, upstream, peeked))
 	}()
 }
 

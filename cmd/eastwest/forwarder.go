@@ -11,7 +11,7 @@ import (
 	"github.com/eastwest-gw/eastwest/proxy"
 )
 
-var _ proxy.Forwarder = (*ewebpf.Forwarder)(nil)
+var _ proxy.AsyncForwarder = (*ewebpf.Forwarder)(nil)
 
 // newForwarder builds the forwarder the settings ask for. auto and splice
 // fall back to the user-space path with one log line when the kernel path
