@@ -163,7 +163,11 @@ func TCPEcho(t testing.TB, ip string) netip.AddrPort {
 			go func() {
 				defer wg.Done()
 				defer c.Close()
-				_, _ = io.Copy(c, c)
+				// A buffer, not io.Copy(c, c): that splices through a pipe,
+				// two more fds per connection, and tests holding thousands
+				// of connections would run out of files.
+				buf := make([]byte, 16<<10)
+				_, _ = io.CopyBuffer(struct{ io.Writer }{c}, struct{ io.Reader }{c}, buf)
 				_ = c.(*net.TCPConn).CloseWrite()
 			}()
 		}
