@@ -54,7 +54,9 @@ func TestImportRules(t *testing.T) {
 		banned func(imp string) bool
 		why    string
 	}{
-		{module + "/sni", func(i string) bool { return strings.Contains(i, ".") && !strings.HasPrefix(i, "golang.org/x/crypto/cryptobyte") }, "sni imports the standard library only"},
+		{module + "/sni", func(i string) bool {
+			return strings.Contains(i, ".") && !strings.HasPrefix(i, "golang.org/x/crypto/cryptobyte")
+		}, "sni imports the standard library only"},
 		{module + "/balancer", func(i string) bool { return i == "net" || i == "net/http" || i == "syscall" || i == module+"/proxy" }, "balancer opens no sockets and does not import proxy"},
 		{module + "/proxy", func(i string) bool { return i == module+"/balancer" || i == module+"/ebpf" }, "proxy imports neither balancer nor ebpf"},
 		{module + "/ebpf", func(i string) bool { return i == module+"/proxy" }, "ebpf satisfies proxy.Forwarder without importing proxy"},
