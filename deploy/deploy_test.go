@@ -513,8 +513,8 @@ func checkDeployment(t *testing.T, docs []obj, dep obj) {
 	}
 	add := strs(list(sc, "capabilities", "add"))
 	slices.Sort(add)
-	if !slices.Equal(add, []string{"BPF", "NET_ADMIN"}) || !slices.Equal(strs(list(sc, "capabilities", "drop")), []string{"ALL"}) {
-		t.Errorf("%s: capabilities %v, want add [BPF NET_ADMIN] drop [ALL]", name, get(sc, "capabilities"))
+	if !slices.Equal(add, []string{"BPF", "NET_ADMIN", "PERFMON"}) || !slices.Equal(strs(list(sc, "capabilities", "drop")), []string{"ALL"}) {
+		t.Errorf("%s: capabilities %v, want add [BPF NET_ADMIN PERFMON] drop [ALL]", name, get(sc, "capabilities"))
 	}
 	for _, k := range []string{"requests", "limits"} {
 		if get(c, "resources", k, "cpu") == nil || get(c, "resources", k, "memory") == nil {
@@ -825,8 +825,8 @@ func TestDockerfile(t *testing.T) {
 			t.Errorf("go build line lacks %s: %q", want, build)
 		}
 	}
-	if m := regexp.MustCompile(`ARG FILE_CAPS=(\S+)`).FindStringSubmatch(text); m == nil || m[1] != "cap_bpf,cap_net_admin=ep" || setcap == "" {
-		t.Errorf("file capabilities: want ARG FILE_CAPS=cap_bpf,cap_net_admin=ep applied with setcap, got %v", m)
+	if m := regexp.MustCompile(`ARG FILE_CAPS=(\S+)`).FindStringSubmatch(text); m == nil || m[1] != "cap_bpf,cap_net_admin,cap_perfmon=ep" || setcap == "" {
+		t.Errorf("file capabilities: want ARG FILE_CAPS=cap_bpf,cap_net_admin,cap_perfmon=ep applied with setcap, got %v", m)
 	}
 	if entry != `["/usr/local/bin/eastwest"]` || cmd != `["run", "--config", "/etc/eastwest/eastwest.yaml"]` {
 		t.Errorf("ENTRYPOINT %s CMD %s", entry, cmd)

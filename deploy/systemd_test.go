@@ -63,6 +63,7 @@ func (u unit) get(section, key string) string {
 const (
 	capNetAdmin = 12
 	capBPF      = 39
+	capPerfmon  = 38
 )
 
 // TestSystemdUnit checks the unit's keys against the binary and the
@@ -85,8 +86,8 @@ func TestSystemdUnit(t *testing.T) {
 	for _, k := range []string{"AmbientCapabilities", "CapabilityBoundingSet"} {
 		caps := strings.Fields(u.get("Service", k))
 		slices.Sort(caps)
-		if !slices.Equal(caps, []string{"CAP_BPF", "CAP_NET_ADMIN"}) {
-			t.Errorf("%s=%v, want CAP_BPF CAP_NET_ADMIN", k, caps)
+		if !slices.Equal(caps, []string{"CAP_BPF", "CAP_NET_ADMIN", "CAP_PERFMON"}) {
+			t.Errorf("%s=%v, want CAP_BPF CAP_NET_ADMIN CAP_PERFMON", k, caps)
 		}
 	}
 	if u.get("Service", "User") == "" || u.get("Service", "User") == "root" {
@@ -138,7 +139,7 @@ func TestSystemdUnit(t *testing.T) {
 // TestSystemdExecStart runs the unit's ExecStart line (binary and config
 // paths rewritten to temporary files holding the example settings, with
 // loopback addresses), as the unit's capability setup would when running
-// as root with setpriv: a non-root user, CAP_BPF and CAP_NET_ADMIN ambient
+// as root with setpriv: a non-root user, CAP_BPF, CAP_NET_ADMIN and CAP_PERFMON ambient
 // and bounding, no_new_privs. It checks readiness, the capabilities the
 // process holds, that SIGHUP (ExecReload) reloads and keeps it ready, and
 // that SIGTERM (KillSignal) ends it cleanly.
@@ -218,7 +219,7 @@ func TestSystemdExecStart(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		wantCaps := uint64(1)<<capBPF | uint64(1)<<capNetAdmin
+		wantCaps := uint64(1)<<capBPF | uint64(1)<<capNetAdmin | uint64(1)<<capPerfmon
 		for _, line := range strings.Split(string(status), "\n") {
 			k, v, _ := strings.Cut(line, ":")
 			v = strings.TrimSpace(v)
@@ -226,7 +227,7 @@ func TestSystemdExecStart(t *testing.T) {
 			case "CapEff", "CapAmb", "CapBnd":
 				got, _ := strconv.ParseUint(v, 16, 64)
 				if got != wantCaps {
-					t.Errorf("%s %#x, want %#x (CAP_BPF|CAP_NET_ADMIN)", k, got, wantCaps)
+					t.Errorf("%s %#x, want %#x (CAP_BPF|CAP_NET_ADMIN|CAP_PERFMON)", k, got, wantCaps)
 				}
 			case "Uid":
 				if f := strings.Fields(v); len(f) == 0 || f[1] == "0" {
