@@ -3,8 +3,9 @@ GO        ?= go
 BIN       := bin/eastwest
 PKGS      := ./...
 FUZZTIME  ?= 30s
-# Test flags: race detector always, shuffled order, no cache.
-TESTFLAGS ?= -race -shuffle=on -count=1 -timeout 20m
+# Test flags: race detector always, shuffled order, no cache, one package at a
+# time (two cores: parallel race-enabled suites starve each other).
+TESTFLAGS ?= -race -shuffle=on -count=1 -timeout 20m -p 1
 
 .PHONY: all build run test lint vet fmt-check fuzz bench generate deps tidy-check clean demo bench-deps bench-smoke generate-check
 
