@@ -3,10 +3,8 @@ package main
 import (
 	"bufio"
 	"bytes"
-	"crypto/sha256"
 	"crypto/tls"
 	"fmt"
-	"io"
 	"net"
 	"os"
 	"path/filepath"
@@ -65,7 +63,7 @@ func TestReloadUnderLoad(t *testing.T) {
 
 	hello := testnet.ClientHello(t, testpki.NewCA(t), "outbound_.9080_._.echo.default.svc.cluster.local")
 	body := bytes.Repeat([]byte("0123456789abcdef"), payload/16)
-	want := sha256.Sum256(append(append([]byte(nil), hello...), body...))
+	msg := append(append([]byte(nil), hello...), body...)
 
 	stop := make(chan struct{})
 	var reloads atomic.Int64
@@ -109,7 +107,7 @@ func TestReloadUnderLoad(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			defer func() { <-sem }()
-			if err := echoOnce(g.addr, hello, body, want); err != nil {
+			if err := testnet.EchoThrough(g.addr, msg); err != nil {
 				failed.Add(1)
 				firstErr.CompareAndSwap(nil, err.Error())
 				return
@@ -137,29 +135,6 @@ func TestReloadUnderLoad(t *testing.T) {
 	if reloads.Load() < 100 {
 		t.Fatalf("only %d reloads", reloads.Load())
 	}
-}
-
-func echoOnce(addr string, hello, body []byte, want [32]byte) error {
-	c, err := net.DialTimeout("tcp", addr, 5*time.Second)
-	if err != nil {
-		return err
-	}
-	defer c.Close()
-	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
-	go func() {
-		_, _ = c.Write(hello)
-		_, _ = c.Write(body)
-		_ = c.(*net.TCPConn).CloseWrite()
-	}()
-	h := sha256.New()
-	n, err := io.Copy(h, c)
-	if err != nil {
-		return err
-	}
-	if n != int64(len(hello)+len(body)) || !bytes.Equal(h.Sum(nil), want[:]) {
-		return fmt.Errorf("echo: %d bytes, hash mismatch or short (want %d)", n, len(hello)+len(body))
-	}
-	return nil
 }
 
 // Editing a mesh file is enough: the watcher reloads it, no signal needed.

@@ -8,14 +8,18 @@
 package testnet
 
 import (
+	"bytes"
+	"crypto/sha256"
 	"crypto/tls"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/netip"
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/eastwest-gw/eastwest/internal/testpki"
 	"github.com/eastwest-gw/eastwest/sni"
@@ -193,4 +197,28 @@ func ClientHello(t testing.TB, ca *testpki.CA, serverName string, alpn ...string
 		t.Fatalf("testnet: capturing a ClientHello: %v", err)
 	}
 	return append([]byte(nil), raw...)
+}
+
+// EchoThrough connects to addr (a gateway in front of a TCPEcho), sends msg,
+// half-closes, and checks that exactly msg comes back (length and SHA-256).
+func EchoThrough(addr string, msg []byte) error {
+	c, err := net.DialTimeout("tcp", addr, 5*time.Second)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+	go func() {
+		_, _ = c.Write(msg)
+		_ = c.(*net.TCPConn).CloseWrite()
+	}()
+	h := sha256.New()
+	n, err := io.Copy(h, c)
+	if err != nil {
+		return err
+	}
+	if want := sha256.Sum256(msg); n != int64(len(msg)) || !bytes.Equal(h.Sum(nil), want[:]) {
+		return fmt.Errorf("echo: %d of %d bytes or content differs", n, len(msg))
+	}
+	return nil
 }

@@ -3,11 +3,8 @@ package xds
 import (
 	"bytes"
 	"context"
-	"crypto/sha256"
 	"fmt"
-	"io"
 	"log/slog"
-	"net"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -76,7 +73,6 @@ func TestReloadUnderLoadThroughGateway(t *testing.T) {
 	defer func() { _ = srv.Shutdown(context.Background(), time.Second) }()
 
 	msg := append(testnet.ClientHello(t, testpki.NewCA(t), rtName), bytes.Repeat([]byte("eastwest"), 512)...)
-	want := sha256.Sum256(msg)
 
 	stop := make(chan struct{})
 	var versions atomic.Int64
@@ -110,7 +106,7 @@ func TestReloadUnderLoadThroughGateway(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			defer func() { <-sem }()
-			if err := echoThrough(srv.Addr(), msg, want); err != nil {
+			if err := testnet.EchoThrough(srv.Addr(), msg); err != nil {
 				failed.Add(1)
 				firstErr.CompareAndSwap(nil, err.Error())
 				return
@@ -129,26 +125,4 @@ func TestReloadUnderLoadThroughGateway(t *testing.T) {
 	if ok.Load() < rate*int64(duration/time.Second)*8/10 || s.n.Load() < 50 {
 		t.Fatalf("the load or the updates did not happen: %d connections, %d snapshots", ok.Load(), s.n.Load())
 	}
-}
-
-func echoThrough(addr string, msg []byte, want [32]byte) error {
-	c, err := net.DialTimeout("tcp", addr, 5*time.Second)
-	if err != nil {
-		return err
-	}
-	defer c.Close()
-	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
-	go func() {
-		_, _ = c.Write(msg)
-		_ = c.(*net.TCPConn).CloseWrite()
-	}()
-	h := sha256.New()
-	n, err := io.Copy(h, c)
-	if err != nil {
-		return err
-	}
-	if n != int64(len(msg)) || !bytes.Equal(h.Sum(nil), want[:]) {
-		return fmt.Errorf("echo: %d of %d bytes or content differs", n, len(msg))
-	}
-	return nil
 }
