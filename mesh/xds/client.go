@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"slices"
 	"sync"
 	"time"
 
@@ -261,6 +262,7 @@ type adsStream struct {
 	c             *Client
 	stream        discoveryv3.AggregatedDiscoveryService_StreamAggregatedResourcesClient
 	edsSubscribed bool
+	edsNames      []string // the EDS subscription last sent
 	edsNonce      string
 }
 
@@ -283,16 +285,17 @@ func (s *adsStream) handle(msg proto.Message) (changed bool, err error) {
 	s.c.log.Debug("xds response", "type", resp.GetTypeUrl(), "version", resp.GetVersionInfo(), "resources", len(resp.GetResources()))
 	switch resp.GetTypeUrl() {
 	case typeCluster:
-		changed, subChanged, applyErr := st.applyClusters(resp.GetVersionInfo(), resp.GetResources())
+		// Subscribe before decoding, so that the server works on endpoints
+		// meanwhile; the decode's result corrects a wrong guess.
+		if err := s.subscribeEDS(st.edsNamesAhead(resp.GetResources())); err != nil {
+			return false, err
+		}
+		changed, _, applyErr := st.applyClusters(resp.GetVersionInfo(), resp.GetResources())
 		if err := s.ack(resp, st.cdsVersion, nil, applyErr); err != nil {
 			return false, err
 		}
-		if subChanged || (!s.edsSubscribed && len(st.edsNames) > 0) {
-			if err := s.send(&discoveryv3.DiscoveryRequest{TypeUrl: typeEndpoint, VersionInfo: st.edsVersion,
-				ResourceNames: st.edsNames, ResponseNonce: s.edsNonce}); err != nil {
-				return false, err
-			}
-			s.edsSubscribed = true
+		if err := s.subscribeEDS(st.edsNames); err != nil {
+			return false, err
 		}
 		s.c.setSkipped(st.skipped)
 		return changed, nil
@@ -304,6 +307,21 @@ func (s *adsStream) handle(msg proto.Message) (changed bool, err error) {
 		// Never subscribed: say so, the server should not send it.
 		return false, s.ack(resp, "", nil, fmt.Errorf("type %q not subscribed", resp.GetTypeUrl()))
 	}
+}
+
+// subscribeEDS sends names as the EDS subscription unless it is the one
+// last sent. An empty first subscription is not sent: it would mean
+// "wildcard".
+func (s *adsStream) subscribeEDS(names []string) error {
+	if s.edsSubscribed && slices.Equal(names, s.edsNames) || !s.edsSubscribed && len(names) == 0 {
+		return nil
+	}
+	if err := s.send(&discoveryv3.DiscoveryRequest{TypeUrl: typeEndpoint, VersionInfo: s.c.st.edsVersion,
+		ResourceNames: names, ResponseNonce: s.edsNonce}); err != nil {
+		return err
+	}
+	s.edsSubscribed, s.edsNames = true, names
+	return nil
 }
 
 func (c *Client) setSkipped(n int) {

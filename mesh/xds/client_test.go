@@ -30,6 +30,7 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
+	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/structpb"
 
 	"github.com/eastwest-gw/eastwest/internal/testpki"
@@ -384,6 +385,64 @@ func testClientFollowsServer(t *testing.T, delta bool) {
 	ts.waitReq(t, "the EDS ACK of version 3 for ratings and v1", func(r seenReq) bool {
 		return r.typeURL == typeEndpoint && r.version == "3" && slices.Equal(r.names, []string{rtName, v1Name})
 	})
+}
+
+// TestClientSubscribesEDSBeforeCDSAck: the EDS subscription leaves before
+// the clusters are decoded (and so before the CDS ACK), once, and a
+// cluster that fails validation is dropped from it afterwards.
+func TestClientSubscribesEDSBeforeCDSAck(t *testing.T) {
+	for _, m := range modes {
+		t.Run(m.name, func(t *testing.T) {
+			ts := startServer(t, serverOpts{})
+			ts.set(t, "1", []string{v1Name, v2Name}, testCLA(v1Name, "10.0.0.1"), testCLA(v2Name, "10.0.1.1"))
+			s := newSink()
+			runClient(t, Options{Address: ts.addr, Insecure: true, Delta: m.delta}, s)
+			s.waitFor(t, "v2 endpoints", endpointsAre("v2", "10.0.1.1"))
+			ts.waitReq(t, "the CDS ACK", func(r seenReq) bool { return r.typeURL == typeCluster && r.nonce != "" })
+			var subs, ack int
+			for i, r := range ts.requests() {
+				switch {
+				case r.typeURL == typeCluster && r.nonce != "" && ack == 0:
+					ack = i
+				case r.typeURL == typeEndpoint && (len(r.sub) > 0 || len(r.unsub) > 0 || !m.delta && r.nonce == ""):
+					if ack != 0 {
+						t.Fatalf("EDS subscription after the CDS ACK: %+v", ts.requests())
+					}
+					subs++
+				}
+			}
+			if subs != 1 {
+				t.Fatalf("%d EDS subscriptions, want 1: %+v", subs, ts.requests())
+			}
+
+			// A new cluster that passes the scan but not validation is
+			// subscribed ahead, then dropped.
+			bad := istioCluster("outbound_.9080_.v3_.reviews.default.svc.cluster.local")
+			bad.ConnectTimeout = durationpb.New(-time.Second)
+			snap, err := cachev3.NewSnapshot("2", map[resource.Type][]types.Resource{
+				resource.ClusterType:  {istioCluster(v1Name), istioCluster(v2Name), bad},
+				resource.EndpointType: {testCLA(v1Name, "10.0.0.1"), testCLA(v2Name, "10.0.1.1")},
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := ts.cache.SetSnapshot(context.Background(), testNodeID, snap); err != nil {
+				t.Fatal(err)
+			}
+			ts.waitReq(t, "the EDS subscription with the invalid cluster", func(r seenReq) bool {
+				return r.typeURL == typeEndpoint && (slices.Contains(r.sub, bad.GetName()) || slices.Contains(r.names, bad.GetName()))
+			})
+			ts.waitReq(t, "the EDS subscription without the invalid cluster", func(r seenReq) bool {
+				if r.typeURL != typeEndpoint {
+					return false
+				}
+				if m.delta {
+					return slices.Equal(r.unsub, []string{bad.GetName()})
+				}
+				return r.nonce != "" && slices.Equal(r.names, []string{v1Name, v2Name}) && r.version == "2"
+			})
+		})
+	}
 }
 
 func TestClientNodeShape(t *testing.T) {

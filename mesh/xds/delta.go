@@ -69,6 +69,12 @@ func (s *deltaStream) handle(msg proto.Message) (changed bool, err error) {
 		for _, a := range s.cds {
 			all = append(all, a)
 		}
+		// Subscribe to new clusters' endpoints before decoding, so that
+		// the server works on them meanwhile; resubscribe corrects a wrong
+		// guess afterwards.
+		if err := s.subscribeNew(st.edsNamesAhead(all)); err != nil {
+			return false, err
+		}
 		changed, _, applyErr := st.applyClusters(resp.GetSystemVersionInfo(), all)
 		if applyErr != nil {
 			// Forget rejected updates, so that later responses are not
@@ -105,6 +111,22 @@ func (s *deltaStream) handle(msg proto.Message) (changed bool, err error) {
 	default:
 		return false, s.ack(resp, "", fmt.Errorf("type %q not subscribed", resp.GetTypeUrl()))
 	}
+}
+
+// subscribeNew subscribes to the names of want not yet subscribed; it
+// unsubscribes nothing, which waits for resubscribe.
+func (s *deltaStream) subscribeNew(want []string) error {
+	var sub []string
+	for _, n := range want {
+		if !s.subscribed[n] {
+			sub = append(sub, n)
+			s.subscribed[n] = true
+		}
+	}
+	if len(sub) == 0 {
+		return nil
+	}
+	return s.send(&discoveryv3.DeltaDiscoveryRequest{TypeUrl: typeEndpoint, ResourceNamesSubscribe: sub})
 }
 
 // resubscribe sends the EDS subscription changes after a CDS update.

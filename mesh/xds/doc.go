@@ -10,9 +10,15 @@
 // SNI-DNAT clusters for exported, mesh-internal services, so each is
 // Exported and not MeshExternal.
 //
-// Protocol: SotW ADS (delta xDS is not implemented). CDS replaces the
-// cluster set; EDS responses that name only some clusters are merged per
-// cluster. A response is ACKed when every resource in it was applied and
+// Protocol: SotW ADS, or delta ADS with Options.Delta (falling back to SotW
+// when the server lacks it). CDS replaces the cluster set; EDS responses
+// that name only some clusters are merged per cluster. The EDS subscription
+// for a CDS response is sent before its clusters are decoded, from a scan
+// of their names and discovery types, so that istiod computes endpoints
+// meanwhile; a cluster that then fails validation is unsubscribed again.
+// ClusterLoadAssignments are read straight from the wire for the fields
+// istiod sends (proto.Unmarshal and the generic translation take anything
+// else), and large responses are decoded on every CPU. A response is ACKed when every resource in it was applied and
 // NACKed otherwise (error_detail lists the rejected resources, version_info
 // stays the last accepted version); the valid resources of a NACKed response
 // are applied and a rejected one keeps its previous value, as Envoy does.

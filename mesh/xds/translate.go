@@ -332,22 +332,33 @@ func translateEndpoints(cla *endpointv3.ClusterLoadAssignment, network string) (
 
 // workloadMeta reads istio.workload = "name;namespace;app;version;cluster".
 func workloadMeta(ep *mesh.Endpoint, lbe *endpointv3.LbEndpoint) {
-	w := lbe.GetMetadata().GetFilterMetadata()["istio"].GetFields()["workload"].GetStringValue()
+	setWorkload(ep, lbe.GetMetadata().GetFilterMetadata()["istio"].GetFields()["workload"].GetStringValue(), newLabels)
+}
+
+// setWorkload sets ep's workload fields from an istio.workload value;
+// labels returns the label map for app, version and cluster.
+func setWorkload(ep *mesh.Endpoint, w string, labels func(app, version, cluster string) map[string]string) {
 	if w == "" {
 		return
 	}
-	f := strings.SplitN(w, ";", 5)
-	for len(f) < 5 {
-		f = append(f, "")
-	}
-	ep.Workload, ep.Namespace = f[0], f[1]
-	if f[2] == "" && f[3] == "" && f[4] == "" {
+	// Five fields, the last taking the rest, as strings.SplitN(w, ";", 5).
+	name, rest, _ := strings.Cut(w, ";")
+	ns, rest, _ := strings.Cut(rest, ";")
+	app, rest, _ := strings.Cut(rest, ";")
+	version, cluster, _ := strings.Cut(rest, ";")
+	ep.Workload, ep.Namespace = name, ns
+	if app == "" && version == "" && cluster == "" {
 		return
 	}
-	ep.Labels = make(map[string]string, 3)
-	setLabel(ep.Labels, "app", f[2])
-	setLabel(ep.Labels, "version", f[3])
-	setLabel(ep.Labels, labelCluster, f[4])
+	ep.Labels = labels(app, version, cluster)
+}
+
+func newLabels(app, version, cluster string) map[string]string {
+	m := make(map[string]string, 3)
+	setLabel(m, "app", app)
+	setLabel(m, "version", version)
+	setLabel(m, labelCluster, cluster)
+	return m
 }
 
 func setLabel(m map[string]string, k, v string) {
