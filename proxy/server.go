@@ -97,7 +97,7 @@ func New(cfg Config, deps Deps) (*Server, error) {
 	size := cfg.MaxHelloBytes
 	s.helloBf.New = func() any { b := make([]byte, size); return &b }
 	if deps.TracerProvider != nil {
-		s.tracer = deps.TracerProvider.Tracer("github.com/eastwest-gw/eastwest/proxy")
+		s.tracer = newTracer(deps.TracerProvider, cfg.Name)
 	}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	return s, nil
@@ -302,7 +302,7 @@ func (s *Server) handle(c *net.TCPConn) {
 		s.lm.openGauge.Dec()
 	})
 	rec := &logRecord{start: time.Now(), flags: "-", details: "-"}
-	rec.trace = s.startTrace(rec.start)
+	rec.trace = s.startTrace()
 	end.push(func() {
 		s.accessLog(c, rec)
 		rec.trace.end(rec)
@@ -331,8 +331,8 @@ func (s *Server) handle(c *net.TCPConn) {
 		return
 	}
 	rec.cluster = cl.Name
-	rec.trace.hello(len(raw), rec.sni, cl.Name)
 	helloDone := time.Now()
+	rec.trace.hello(len(raw), helloDone)
 	cs := s.m.stats.cluster(cl.Name)
 	n := cs.active.Add(1)
 	end.push(func() { cs.active.Add(-1) })
@@ -503,12 +503,13 @@ func (s *Server) connect(cl *mesh.Cluster, cs *clusterStats, c *net.TCPConn, rec
 		rec.upstream = ep.Addr.String()
 		t0 := time.Now()
 		ctx, cancel := context.WithTimeout(s.ctx, timeout)
-		rec.trace.pick(rec.upstream, req.Attempt)
+		rec.trace.pick(rec.upstream, t0)
 		nc, err := s.dialer.DialContext(ctx, "tcp", rec.upstream)
 		cancel()
-		rec.trace.connect(rec.upstream, time.Since(t0), err)
+		took := time.Since(t0)
+		rec.trace.connect(took, err)
 		if err == nil {
-			cs.connectMS.observe(time.Since(t0))
+			cs.connectMS.observe(took)
 			s.deps.Picker.Report(cl, ep, mesh.ConnectOK)
 			rec.upstreamLocal = nc.LocalAddr().String()
 			return nc.(*net.TCPConn), ep, nil
