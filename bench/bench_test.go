@@ -64,6 +64,9 @@ func TestSmoke(t *testing.T) {
 				}
 				t.Skipf("skipped: %s", tr.Skipped)
 			}
+			if tr.Target.Traced && (tr.Exported.Spans == 0 || tr.Exported.Bad != 0) {
+				t.Errorf("traced target exported %+v to the OTLP receiver", tr.Exported)
+			}
 			for _, m := range bench.Modes {
 				runs := tr.Runs[m.Name]
 				if len(runs) != 1 {

@@ -84,12 +84,14 @@ func LoadMain(args []string, stdout, stderr io.Writer) int {
 }
 
 // SinkMain is ewsink: it serves until SIGTERM or SIGINT, after printing
-// "raw=ADDR tls=ADDR" on stdout. Unexpected connection errors go to stderr.
+// "raw=ADDR tls=ADDR otlp=ADDR pki=DIR" on stdout. Unexpected connection
+// errors go to stderr. otlp is an OTLPReceiver for traced targets.
 func SinkMain(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("ewsink", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	rawAddr := fs.String("raw", "127.0.0.1:0", "raw listener (hello, then command D or E)")
 	tlsAddr := fs.String("tls", "127.0.0.1:0", "TLS 1.3 echo listener")
+	otlpAddr := fs.String("otlp", "127.0.0.1:0", "OTLP/HTTP trace receiver (reads, counts and discards spans)")
 	pki := fs.String("pki", "", "certificate folder; created with a new CA when it has no ca.pem")
 	if err := fs.Parse(args); err != nil {
 		return 2
@@ -121,7 +123,13 @@ func SinkMain(args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	defer s.Close()
-	fmt.Fprintf(stdout, "raw=%s tls=%s pki=%s\n", s.RawAddr(), s.TLSAddr(), *pki)
+	otlp, err := NewOTLPReceiver(*otlpAddr)
+	if err != nil {
+		fmt.Fprintln(stderr, "ewsink:", err)
+		return 1
+	}
+	defer otlp.Close()
+	fmt.Fprintf(stdout, "raw=%s tls=%s otlp=%s pki=%s\n", s.RawAddr(), s.TLSAddr(), otlp.Addr(), *pki)
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 	for {

@@ -15,7 +15,9 @@
 //   - the sink (cmd/ewsink, NewSink): reads and discards the ClientHello,
 //     then obeys one command byte (CmdDiscard counts and reports, CmdEcho
 //     echoes); its second port terminates TLS 1.3 with a SPIFFE
-//     certificate from internal/testpki and echoes.
+//     certificate from internal/testpki and echoes; its third is an
+//     OTLP/HTTP trace receiver (OTLPReceiver) that counts and discards what
+//     a traced gateway exports.
 //   - the runner (cmd/ewbench, Run): installs HAProxy and nginx when asked,
 //     writes their configurations and the gateway's settings and Istio mesh
 //     YAML, starts each target in turn on the same ports in front of one

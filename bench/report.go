@@ -206,21 +206,33 @@ func (r *Report) target(name string) *TargetReport {
 	return nil
 }
 
+// metrics are the Metrics of the modes that ran.
+func (r *Report) metrics() []Metric {
+	var out []Metric
+	for _, m := range Metrics {
+		if slices.ContainsFunc(r.Options.modes(), func(md Mode) bool { return md.Name == m.Mode }) {
+			out = append(out, m)
+		}
+	}
+	return out
+}
+
 // Table is the markdown table of medians (min-max over rounds).
 func (r *Report) Table() string {
 	var b strings.Builder
+	metrics := r.metrics()
 	b.WriteString("| target |")
-	for _, m := range Metrics {
+	for _, m := range metrics {
 		b.WriteString(" " + m.Title + " |")
 	}
-	b.WriteString("\n|---|" + strings.Repeat("---|", len(Metrics)) + "\n")
+	b.WriteString("\n|---|" + strings.Repeat("---|", len(metrics)) + "\n")
 	for _, tr := range r.Targets {
 		b.WriteString("| " + tr.Target.Name + " |")
 		if tr.Skipped != "" {
-			b.WriteString(" skipped: " + mdEscape(tr.Skipped) + " |" + strings.Repeat(" |", len(Metrics)-1) + "\n")
+			b.WriteString(" skipped: " + mdEscape(tr.Skipped) + " |" + strings.Repeat(" |", len(metrics)-1) + "\n")
 			continue
 		}
-		for _, m := range Metrics {
+		for _, m := range metrics {
 			b.WriteString(" " + tr.Cell(m).String(m) + " |")
 		}
 		b.WriteString("\n")
@@ -272,6 +284,58 @@ func (r *Report) RatioTable(base string) string {
 	return b.String()
 }
 
+// roundValues is tr's value of m in each round, NaN where that round failed.
+func (tr *TargetReport) roundValues(m Metric) []float64 {
+	runs := tr.Runs[m.Mode]
+	out := make([]float64, len(runs))
+	for i, r := range runs {
+		out[i] = math.NaN()
+		if r.Error == "" {
+			if v, ok := m.Get(r); ok {
+				out[i] = v
+			}
+		}
+	}
+	return out
+}
+
+// CostTable compares variant with base metric by metric: the ratio of their
+// medians, and the ratio within each round (rounds alternate targets, so
+// round i of both ran within a minute of each other and share the
+// machine's mood) as median and min-max over rounds. Empty unless both ran.
+func (r *Report) CostTable(base, variant string) string {
+	bt, vt := r.target(base), r.target(variant)
+	if bt == nil || vt == nil {
+		return ""
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "| metric | %s | %s | ratio of medians | per-round ratio, median (min-max) | rounds |\n|---|---|---|---|---|---|\n", base, variant)
+	for _, m := range Metrics {
+		bc, vc := bt.Cell(m), vt.Cell(m)
+		if bc.NA || vc.NA || !bc.OK || !vc.OK || bc.Median == 0 {
+			continue
+		}
+		bv, vv := bt.roundValues(m), vt.roundValues(m)
+		var ratios []float64
+		for i := range min(len(bv), len(vv)) {
+			if !math.IsNaN(bv[i]) && !math.IsNaN(vv[i]) && bv[i] != 0 {
+				ratios = append(ratios, vv[i]/bv[i])
+			}
+		}
+		if len(ratios) == 0 {
+			continue
+		}
+		slices.Sort(ratios)
+		med := ratios[len(ratios)/2]
+		if len(ratios)%2 == 0 {
+			med = (ratios[len(ratios)/2-1] + med) / 2
+		}
+		fmt.Fprintf(&b, "| %s | %s | %s | %.3f | %.3f (%.3f-%.3f) | %d |\n", m.Title, fmtNum(bc.Median, m.Digits), fmtNum(vc.Median, m.Digits),
+			vc.Median/bc.Median, med, ratios[0], ratios[len(ratios)-1], len(ratios))
+	}
+	return b.String()
+}
+
 func mdEscape(s string) string {
 	s = strings.ReplaceAll(s, "|", "/")
 	if len(s) > 200 {
@@ -290,8 +354,16 @@ func (r *Report) Markdown(svgName string) string {
 	}
 	fmt.Fprintf(&b, "# eastwest benchmark, %s\n\n", r.Start.Format("2006-01-02"))
 	fmt.Fprintf(&b, "Command: `%s`\n\n", orStr(o.Command, "ewbench"))
-	fmt.Fprintf(&b, "Run: %s, %d rounds (targets alternating A B C A B C, each restarted per round), %s per timed mode, %d idle connections, %d connection-rate workers, taskset %v, %s in all.\n\n",
-		kind, o.Rounds, o.Duration, o.IdleConns, o.Workers, o.Taskset, r.Elapsed.Round(time.Second))
+	modes := "all modes"
+	if len(o.Modes) > 0 {
+		var names []string
+		for _, m := range o.modes() {
+			names = append(names, m.Name)
+		}
+		modes = "modes " + strings.Join(names, ", ")
+	}
+	fmt.Fprintf(&b, "Run: %s, %d rounds (targets alternating A B C A B C, each restarted per round), %s, %s per timed mode, %d idle connections, %d connection-rate workers, taskset %v, %s in all.\n\n",
+		kind, o.Rounds, modes, o.Duration, o.IdleConns, o.Workers, o.Taskset, r.Elapsed.Round(time.Second))
 	m := r.Machine
 	fmt.Fprintf(&b, "Machine: %s, %d cores, %s, Linux %s, %s, load average %s at the start.\n", m.Host, m.Cores, m.CPUModel, m.Kernel, m.Go, m.LoadAvg)
 	for _, k := range slices.Sorted(maps.Keys(m.Versions)) {
@@ -304,6 +376,9 @@ func (r *Report) Markdown(svgName string) string {
 	}
 	if t := r.RatioTable("direct"); t != "" {
 		b.WriteString("\n## Ratio to direct (no proxy)\n\n" + t)
+	}
+	if t := r.CostTable("eastwest-auto", "eastwest-auto-traced"); t != "" {
+		b.WriteString("\n## Cost of tracing (eastwest-auto-traced / eastwest-auto)\n\n" + t)
 	}
 	if svgName != "" {
 		fmt.Fprintf(&b, "\n![throughput and p99 latency per target](%s)\n", svgName)

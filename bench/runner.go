@@ -14,6 +14,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -24,6 +25,8 @@ import (
 type Options struct {
 	// Targets to measure, by name (DefaultTargets); all when empty.
 	Targets []string
+	// Modes to run, by Mode.Name, in the order of Modes; all when empty.
+	Modes []string
 	// Rounds: each round runs every target once, in order (A B C A B C).
 	// Default 3, smoke 1.
 	Rounds int
@@ -101,6 +104,11 @@ func (o *Options) fill() error {
 			return fmt.Errorf("unknown target %q", n)
 		}
 	}
+	for _, n := range o.Modes {
+		if !slices.ContainsFunc(Modes, func(m Mode) bool { return m.Name == n }) {
+			return fmt.Errorf("unknown mode %q", n)
+		}
+	}
 	if o.Taskset {
 		if runtime.NumCPU() < 2 {
 			return errors.New("-taskset needs two CPUs")
@@ -131,12 +139,29 @@ var Modes = []Mode{
 	{Name: "connrate-tls", Load: ModeConnRateTLS},
 }
 
+// modes are the Modes that o selects, in their order.
+func (o *Options) modes() []Mode {
+	if len(o.Modes) == 0 {
+		return Modes
+	}
+	var out []Mode
+	for _, m := range Modes {
+		if slices.Contains(o.Modes, m.Name) {
+			out = append(out, m)
+		}
+	}
+	return out
+}
+
 // TargetReport is what was measured for one target.
 type TargetReport struct {
 	Target  Target
 	Skipped string                   // why it was not measured; "" when it was
 	Notes   []string                 // what the target said about itself
 	Runs    map[string][]*LoadResult // by Mode.Name, one per round
+	// Exported is what the sink's OTLP receiver got while a Traced target
+	// ran, over all rounds.
+	Exported OTLPStats
 }
 
 // Report is a whole run.
@@ -183,7 +208,7 @@ func Run(ctx context.Context, opt Options) (*Report, error) {
 	if err != nil {
 		return nil, err
 	}
-	lay := layout{dir: dir, sinkRaw: sink.raw, sinkTL: sink.tls, maxConns: opt.IdleConns + 20}
+	lay := layout{dir: dir, sinkRaw: sink.raw, sinkTL: sink.tls, otlp: sink.otlp, maxConns: opt.IdleConns + 20}
 	if lay.proxy, err = freePort(); err != nil {
 		return nil, err
 	}
@@ -197,7 +222,12 @@ func Run(ctx context.Context, opt Options) (*Report, error) {
 			if tr.Skipped != "" || ctx.Err() != nil {
 				continue
 			}
-			runTarget(ctx, &opt, &procs, bins, lay, pki, tr, round)
+			runTraced(ctx, &opt, &procs, bins, lay, pki, tr, round)
+		}
+	}
+	for _, tr := range targets {
+		if tr.Target.Traced && tr.Skipped == "" {
+			rep.Notes = append(rep.Notes, exportNote(tr))
 		}
 	}
 	if n, lines := sink.errors(); n > 0 {
@@ -283,6 +313,45 @@ func buildEastwest(ctx context.Context, opt *Options, out string) error {
 	return nil
 }
 
+// runTraced is runTarget, counting what a traced target exported: the
+// receiver's counts before the start and after the stop, which flushes the
+// last spans.
+func runTraced(ctx context.Context, opt *Options, procs *procSet, bins binaries, lay layout, pki string, tr *TargetReport, round int) {
+	if !tr.Target.Traced {
+		runTarget(ctx, opt, procs, bins, lay, pki, tr, round)
+		return
+	}
+	before, err := fetchOTLPStats(lay.otlp)
+	runTarget(ctx, opt, procs, bins, lay, pki, tr, round)
+	after, err2 := fetchOTLPStats(lay.otlp)
+	if err = errors.Join(err, err2); err != nil {
+		fmt.Fprintf(opt.Log, "ewbench: %s: OTLP receiver: %v\n", tr.Target.Name, err)
+		return
+	}
+	tr.Exported.Requests += after.Requests - before.Requests
+	tr.Exported.Spans += after.Spans - before.Spans
+	tr.Exported.Bytes += after.Bytes - before.Bytes
+	tr.Exported.Bad += after.Bad - before.Bad
+}
+
+// exportNote says how many spans a traced target exported against the
+// connections its load completed, so a run that dropped spans shows.
+func exportNote(tr *TargetReport) string {
+	var conns int64
+	for _, runs := range tr.Runs {
+		for _, r := range runs {
+			if r.Connections > 0 {
+				conns += r.Connections
+			} else {
+				conns += int64(r.Conns)
+			}
+		}
+	}
+	e := tr.Exported
+	return fmt.Sprintf("%s: the OTLP receiver got %d spans in %d export requests (%.1f MB, %d unreadable) for %d connections the load completed",
+		tr.Target.Name, e.Spans, e.Requests, float64(e.Bytes)/1e6, e.Bad, conns)
+}
+
 // runTarget starts tr's proxy, runs every mode once, and stops it.
 func runTarget(ctx context.Context, opt *Options, procs *procSet, bins binaries, lay layout, pki string, tr *TargetReport, round int) {
 	fmt.Fprintf(opt.Log, "ewbench: round %d/%d: %s\n", round, opt.Rounds, tr.Target.Name)
@@ -303,7 +372,7 @@ func runTarget(ctx context.Context, opt *Options, procs *procSet, bins binaries,
 			}
 		}
 	}
-	for _, m := range Modes {
+	for _, m := range opt.modes() {
 		var res *LoadResult
 		if px == nil {
 			res = &LoadResult{Mode: m.Load, Error: fmt.Sprintf("target did not start: %v", err)}
@@ -401,6 +470,7 @@ func pinned(ctx context.Context, opt *Options, cpu int, name string, args []stri
 // sinkProc is the one sink every target forwards to.
 type sinkProc struct {
 	raw, tls string
+	otlp     string
 	mu       sync.Mutex
 	nerr     int
 	first    []string
@@ -459,8 +529,11 @@ func startSink(ctx context.Context, opt *Options, procs *procSet, pki string) (*
 			if v, ok := strings.CutPrefix(f, "tls="); ok {
 				s.tls = v
 			}
+			if v, ok := strings.CutPrefix(f, "otlp="); ok {
+				s.otlp = v
+			}
 		}
-		if s.raw == "" || s.tls == "" {
+		if s.raw == "" || s.tls == "" || s.otlp == "" {
 			return nil, fmt.Errorf("sink said %q", l)
 		}
 		return s, nil

@@ -39,6 +39,10 @@ type ScaleOptions struct {
 	// Idle is how long the gateway parts sit idle with the full mesh while
 	// their CPU time is measured; default 3 s.
 	Idle time.Duration
+	// Phases lists the phases run, in their fixed order: "direct", "yaml",
+	// "xds" (the modes in XDSModes); nil means all three. The xDS phases
+	// alone take a fraction of the run, for profiling the client.
+	Phases []string
 	// XDSModes lists the xDS protocols measured, "sotw" and/or "delta";
 	// default both.
 	XDSModes []string
@@ -74,6 +78,9 @@ func (o *ScaleOptions) fill() error {
 	if o.Idle == 0 {
 		o.Idle = 3 * time.Second
 	}
+	if o.Phases == nil {
+		o.Phases = []string{"direct", "yaml", "xds"}
+	}
 	if o.XDSModes == nil {
 		o.XDSModes = []string{"sotw", "delta"}
 	}
@@ -92,6 +99,11 @@ func (o *ScaleOptions) fill() error {
 		return errors.New("scale: services x endpoints must stay under 2^24 (127/8 addresses)")
 	case o.MissFraction < 0 || o.MissFraction > 1:
 		return errors.New("scale: miss fraction must be in [0, 1]")
+	}
+	for _, p := range o.Phases {
+		if p != "direct" && p != "yaml" && p != "xds" {
+			return fmt.Errorf("scale: phase %q: want direct, yaml or xds", p)
+		}
 	}
 	for _, m := range o.XDSModes {
 		if m != "sotw" && m != "delta" {
@@ -138,9 +150,14 @@ type XDSScale struct {
 	// averaged over the loop (wait between updates included).
 	FullCPU   []time.Duration
 	UpdateCPU time.Duration
+	// FullCP is the control plane's part of each Full: from SetSnapshot,
+	// or the request a response answers, to the response handed to gRPC
+	// (marshalled). The rest is gRPC and the gateway.
+	FullCP []time.Duration
 	// Update and UpdateApply are the same for a new snapshot on the
-	// server in which one ClusterLoadAssignment changed.
-	Update, UpdateApply Dist
+	// server in which one ClusterLoadAssignment changed; UpdateCP is the
+	// control plane's part (as FullCP) and UpdateGateway the rest.
+	Update, UpdateApply, UpdateCP, UpdateGateway Dist
 	// Publishes counts snapshots handed to apply during the update runs
 	// (one per update when nothing is coalesced).
 	Publishes int
@@ -251,18 +268,21 @@ func RunScale(ctx context.Context, o ScaleOptions) (*ScaleReport, error) {
 	r.Goroutines = append(r.Goroutines, CountFigure{"start", float64(runtime.NumGoroutine())})
 	rng := rand.New(rand.NewPCG(o.Seed, 0x5ca1e))
 
-	steps := []struct {
+	type step struct {
 		name string
 		f    func(context.Context) error
-	}{
-		{"direct", func(ctx context.Context) error { return r.direct(ctx, g, rng) }},
-		{"yaml", func(ctx context.Context) error { return r.yaml(ctx, g) }},
 	}
-	for _, m := range o.XDSModes {
-		steps = append(steps, struct {
-			name string
-			f    func(context.Context) error
-		}{"xds-" + m, func(ctx context.Context) error { return r.xds(ctx, g, m, rng) }})
+	var steps []step
+	if slices.Contains(o.Phases, "direct") {
+		steps = append(steps, step{"direct", func(ctx context.Context) error { return r.direct(ctx, g, rng) }})
+	}
+	if slices.Contains(o.Phases, "yaml") {
+		steps = append(steps, step{"yaml", func(ctx context.Context) error { return r.yaml(ctx, g) }})
+	}
+	if slices.Contains(o.Phases, "xds") {
+		for _, m := range o.XDSModes {
+			steps = append(steps, step{"xds-" + m, func(ctx context.Context) error { return r.xds(ctx, g, m, rng) }})
+		}
 	}
 	var err error
 	for _, s := range steps {

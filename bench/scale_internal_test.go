@@ -62,6 +62,8 @@ func TestScaleOptionsFill(t *testing.T) {
 		{name: "negative services", o: ScaleOptions{Services: -1}, wantErr: true},
 		{name: "too many addresses", o: ScaleOptions{Services: 1 << 20, Endpoints: 16}, wantErr: true},
 		{name: "bad mode", o: ScaleOptions{XDSModes: []string{"incremental"}}, wantErr: true},
+		{name: "bad phase", o: ScaleOptions{Phases: []string{"xds", "lookups"}}, wantErr: true},
+		{name: "xds only", o: ScaleOptions{Phases: []string{"xds"}}},
 		{name: "bad miss fraction", o: ScaleOptions{MissFraction: 2}, wantErr: true},
 	}
 	for _, tt := range tests {
@@ -74,5 +76,39 @@ func TestScaleOptionsFill(t *testing.T) {
 				t.Fatalf("defaults not applied: %+v", tt.o)
 			}
 		})
+	}
+}
+
+// busy counts, for each response, the time since the later of the set and
+// the last request of its type.
+func TestControlPlaneBusy(t *testing.T) {
+	t0 := time.Unix(1000, 0)
+	at := func(ms int) time.Time { return t0.Add(time.Duration(ms) * time.Millisecond) }
+	const cds, eds = "cds", "eds"
+	cp := &controlPlane{events: []cpEvent{
+		{at: at(-50), typeURL: cds},                 // the subscription, before the set
+		{at: at(100), response: true, typeURL: cds}, // 100 ms from the set
+		{at: at(130), typeURL: eds},                 // the EDS request...
+		{at: at(140), typeURL: cds},                 // ...and the CDS ACK
+		{at: at(400), response: true, typeURL: eds}, // 270 ms from the EDS request
+		{at: at(900), response: true, typeURL: eds}, // after the window
+	}}
+	if got, want := cp.busy(t0, at(500)), 370*time.Millisecond; got != want {
+		t.Fatalf("busy = %v, want %v", got, want)
+	}
+}
+
+func TestFmtDur(t *testing.T) {
+	for d, want := range map[time.Duration]string{
+		500 * time.Nanosecond:      "0.50 us",
+		999600 * time.Nanosecond:   "1 ms",
+		21400 * time.Microsecond:   "21.4 ms",
+		999600 * time.Microsecond:  "1 s",
+		1630 * time.Millisecond:    "1.63 s",
+		999 * time.Microsecond / 2: "500 us",
+	} {
+		if got := fmtDur(d); got != want {
+			t.Errorf("fmtDur(%v) = %q, want %q", d, got, want)
+		}
 	}
 }

@@ -41,6 +41,15 @@ type controlPlane struct {
 	mu      sync.Mutex
 	cdsReq  map[string]chan struct{} // node id -> closed on its first CDS request
 	streams int                      // open streams
+	events  []cpEvent                // since the last set
+}
+
+// cpEvent is a request the control plane received or a response it handed
+// to gRPC (go-control-plane's response callback runs after marshalling).
+type cpEvent struct {
+	at       time.Time
+	response bool
+	typeURL  string
 }
 
 func startControlPlane(ctx context.Context) (*controlPlane, error) {
@@ -63,6 +72,12 @@ func startControlPlane(ctx context.Context) (*controlPlane, error) {
 			cp.sawRequest(r.GetNode().GetId(), r.GetTypeUrl())
 			return nil
 		},
+		StreamResponseFunc: func(_ context.Context, _ int64, _ *discoveryv3.DiscoveryRequest, r *discoveryv3.DiscoveryResponse) {
+			cp.event(true, r.GetTypeUrl())
+		},
+		StreamDeltaResponseFunc: func(_ int64, _ *discoveryv3.DeltaDiscoveryRequest, r *discoveryv3.DeltaDiscoveryResponse) {
+			cp.event(true, r.GetTypeUrl())
+		},
 	}
 	pprof.Do(ctx, pprof.Labels("side", "control-plane"), func(ctx context.Context) {
 		cp.srv = grpc.NewServer()
@@ -76,6 +91,7 @@ func startControlPlane(ctx context.Context) (*controlPlane, error) {
 }
 
 func (cp *controlPlane) sawRequest(node, typeURL string) {
+	cp.event(false, typeURL)
 	if node == "" || typeURL != resource.ClusterType {
 		return
 	}
@@ -120,7 +136,45 @@ func (cp *controlPlane) expectCDS(node string) <-chan struct{} {
 	return ch
 }
 
+func (cp *controlPlane) event(response bool, typeURL string) {
+	cp.mu.Lock()
+	cp.events = append(cp.events, cpEvent{at: time.Now(), response: response, typeURL: typeURL})
+	cp.mu.Unlock()
+}
+
+// busy is the control plane's share of the time from `from` (its set) to
+// `to`: for each response handed to gRPC in between, the time since the
+// later of `from` and the last request of its type. The rest of the window
+// is gRPC and the gateway (the xDS client decoding, publishing, applying).
+func (cp *controlPlane) busy(from, to time.Time) time.Duration {
+	cp.mu.Lock()
+	defer cp.mu.Unlock()
+	var d time.Duration
+	asked := map[string]time.Time{}
+	for _, e := range cp.events {
+		if e.at.After(to) {
+			break
+		}
+		if !e.response {
+			asked[e.typeURL] = e.at
+			continue
+		}
+		start := from
+		if t := asked[e.typeURL]; t.After(start) {
+			start = t
+		}
+		if e.at.After(start) {
+			d += e.at.Sub(start)
+		}
+	}
+	return d
+}
+
+// set installs snap for node; the events recorded so far are dropped.
 func (cp *controlPlane) set(ctx context.Context, node string, snap *cachev3.Snapshot) error {
+	cp.mu.Lock()
+	cp.events = cp.events[:0]
+	cp.mu.Unlock()
 	var err error
 	pprof.Do(ctx, pprof.Labels("side", "control-plane"), func(ctx context.Context) {
 		err = cp.cache.SetSnapshot(ctx, node, snap)
@@ -298,7 +352,8 @@ func (r *ScaleReport) xds(ctx context.Context, g scaleGen, mode string, rng *ran
 		res.FullCPU = append(res.FullCPU, cpuNow()-c0)
 		res.Full = append(res.Full, a.done.Sub(t0))
 		res.FullApply = append(res.FullApply, a.done.Sub(a.called))
-		r.logf("xds %s full run %d: %v (apply %v)", mode, run, a.done.Sub(t0), a.done.Sub(a.called))
+		res.FullCP = append(res.FullCP, cp.busy(t0, a.done))
+		r.logf("xds %s full run %d: %v (control plane %v, apply %v)", mode, run, a.done.Sub(t0), cp.busy(t0, a.done), a.done.Sub(a.called))
 		if keep {
 			break
 		}
@@ -317,7 +372,7 @@ func (r *ScaleReport) xds(ctx context.Context, g scaleGen, mode string, rng *ran
 	defer gw.stop()
 
 	// One CLA changes per update, as when one workload is rescheduled.
-	var upd, app []time.Duration
+	var upd, app, cpt []time.Duration
 	c0 := cpuNow()
 	err = r.profiled("xds-"+mode, func() error {
 		for n := range r.Options.XDSUpdates {
@@ -348,6 +403,7 @@ func (r *ScaleReport) xds(ctx context.Context, g scaleGen, mode string, rng *ran
 			}
 			res.Publishes += seen
 			upd, app = append(upd, a.done.Sub(t0)), append(app, a.done.Sub(a.called))
+			cpt = append(cpt, cp.busy(t0, a.done))
 			// Let the ACK reach the server before the next push.
 			time.Sleep(50 * time.Millisecond)
 		}
@@ -357,8 +413,14 @@ func (r *ScaleReport) xds(ctx context.Context, g scaleGen, mode string, rng *ran
 		return err
 	}
 	res.UpdateCPU = (cpuNow() - c0) / time.Duration(max(len(upd), 1))
-	res.Update, res.UpdateApply = distOf(upd), distOf(app)
-	r.logf("xds %s update: p50 %v max %v (apply p50 %v)", mode, res.Update.P50, res.Update.Max, res.UpdateApply.P50)
+	res.Update, res.UpdateApply, res.UpdateCP = distOf(upd), distOf(app), distOf(cpt)
+	rest := make([]time.Duration, len(upd))
+	for i := range upd {
+		rest[i] = upd[i] - cpt[i]
+	}
+	res.UpdateGateway = distOf(rest)
+	r.logf("xds %s update: p50 %v max %v (control plane p50 %v, gRPC and gateway p50 %v, apply p50 %v)",
+		mode, res.Update.P50, res.Update.Max, res.UpdateCP.P50, res.UpdateGateway.P50, res.UpdateApply.P50)
 
 	if first {
 		r.Goroutines = append(r.Goroutines, CountFigure{fmt.Sprintf("xds %s: full mesh applied, client connected, control plane and balancer.Run running", mode),

@@ -34,7 +34,8 @@ func realMain(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("ewbench", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	var o bench.Options
-	targets := fs.String("targets", "", "comma-separated targets (default all: direct,eastwest-splice,eastwest-sockmap,eastwest-auto,haproxy,nginx)")
+	targets := fs.String("targets", "", "comma-separated targets (default all: direct,eastwest-splice,eastwest-sockmap,eastwest-auto,eastwest-auto-traced,haproxy,nginx)")
+	modes := fs.String("modes", "", "comma-separated modes (default all: idle,latency,tput1,tput8,connrate,connrate-tls)")
 	fs.IntVar(&o.Rounds, "rounds", 0, "rounds, targets alternating within each (default 3, smoke 1)")
 	fs.BoolVar(&o.Smoke, "smoke", false, "tiny durations and counts: checks that everything runs, measures nothing")
 	fs.BoolVar(&o.Taskset, "taskset", false, "pin the proxy to CPU 1, the load tool and sink to CPU 0")
@@ -50,6 +51,9 @@ func realMain(args []string, stdout, stderr io.Writer) int {
 	}
 	if *targets != "" {
 		o.Targets = strings.Split(*targets, ",")
+	}
+	if *modes != "" {
+		o.Modes = strings.Split(*modes, ",")
 	}
 	o.Command = "go run ./bench/cmd/ewbench " + strings.Join(args, " ")
 	o.Log = stderr

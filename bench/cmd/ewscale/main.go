@@ -6,6 +6,7 @@
 //	go run ./bench/cmd/ewscale -out bench/results/
 //	go run ./bench/cmd/ewscale -services 100 -lookups 10000 -cpuprofile /tmp/scale.pprof
 //	go run ./bench/cmd/ewscale -update-profiles /tmp/update   # /tmp/update-direct.pprof, -xds-sotw, -xds-delta
+//	go run ./bench/cmd/ewscale -phases xds -runs 5 -cpuprofile /tmp/xds.pprof   # the xDS client only
 package main
 
 import (
@@ -41,6 +42,7 @@ func realMain(args []string, stdout, stderr io.Writer) int {
 	fs.IntVar(&o.XDSUpdates, "xds-updates", 0, "one-cluster updates per xDS mode (default 20)")
 	fs.DurationVar(&o.Idle, "idle", 0, "idle window for the CPU figure (default 3s)")
 	modes := fs.String("xds", "sotw,delta", `xDS modes to measure, comma-separated; "none" for none`)
+	phases := fs.String("phases", "direct,yaml,xds", "phases to run, comma-separated: direct, yaml, xds (the modes of -xds)")
 	fs.Uint64Var(&o.Seed, "seed", 0, "random seed (default 1)")
 	out := fs.String("out", "", "write the report to this file, or to <date>-scale-<machine>.md in this directory")
 	fs.StringVar(&o.UpdateProfiles, "update-profiles", "", "profile only the one-cluster update loops, into PREFIX-<phase>.pprof (not with -cpuprofile)")
@@ -53,6 +55,7 @@ func realMain(args []string, stdout, stderr io.Writer) int {
 	if *modes != "none" && *modes != "" {
 		o.XDSModes = strings.Split(*modes, ",")
 	}
+	o.Phases = strings.Split(*phases, ",")
 	o.Command = strings.TrimSpace("go run ./bench/cmd/ewscale " + strings.Join(args, " "))
 	o.Log = stderr
 
