@@ -1,10 +1,8 @@
 package istioyaml
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
-	"io"
 	"regexp"
 	"strings"
 
@@ -58,8 +56,7 @@ type wgRes struct {
 	spec workloadGroupSpec
 }
 
-// header is what the first pass reads of a document, before its kind is
-// known.
+// header is what is read of a document before its kind is known.
 type header struct {
 	empty                bool
 	notMapping           bool
@@ -68,14 +65,17 @@ type header struct {
 	metaName, metaNSpace string
 }
 
+// headerOf reads the header of a document node.
 func headerOf(n *yaml.Node) header {
-	h := header{line: n.Line}
 	if n.Kind != yaml.DocumentNode || len(n.Content) == 0 {
-		h.empty = true
-		return h
+		return header{empty: true, line: n.Line}
 	}
-	root := n.Content[0]
-	h.line = root.Line
+	return headerOfRoot(n.Content[0])
+}
+
+// headerOfRoot reads the header of a document's root node.
+func headerOfRoot(root *yaml.Node) header {
+	h := header{line: root.Line}
 	if root.Kind == yaml.ScalarNode && root.Tag == "!!null" {
 		h.empty = true
 		return h
@@ -116,125 +116,170 @@ func headerOf(n *yaml.Node) header {
 	return h
 }
 
-// parse reads every document of one input into c's resource lists.
-func (c *compiler) parse(in input) {
-	// Pass 1 splits the stream into documents and reads each one's kind;
-	// pass 2 decodes the same stream again, strictly, into the type the
-	// kind calls for. Two passes because yaml.v3 honours KnownFields only
-	// when decoding from a Decoder, not from a Node.
-	var heads []header
-	dec := yaml.NewDecoder(bytes.NewReader(in.data))
-	for {
-		var n yaml.Node
-		err := dec.Decode(&n)
-		if errors.Is(err, io.EOF) {
-			break
-		}
-		if err != nil {
-			c.errf(in.name, "", err, "invalid YAML: %s", cleanYAMLError(err.Error()))
-			return
-		}
-		heads = append(heads, headerOf(&n))
+// note is one message about a document, kept until merge replays it.
+type note struct {
+	err   bool // else a warning
+	msg   string
+	cause error
+}
+
+// parsedDoc is one document as a decoding worker leaves it: its header,
+// its messages in the order found and, when it decoded cleanly into a kind
+// that is read, the *document[S] to record.
+type parsedDoc struct {
+	h     header
+	notes []note
+	val   any
+}
+
+func (d *parsedDoc) errf(format string, args ...any) {
+	d.notes = append(d.notes, note{err: true, msg: fmt.Sprintf(format, args...)})
+}
+
+func (d *parsedDoc) warnf(format string, args ...any) {
+	d.notes = append(d.notes, note{msg: fmt.Sprintf(format, args...)})
+}
+
+// parsedFile is every document of one input, or the syntax error that
+// makes the whole input unreadable (reported alone, as no document of a
+// file that is not YAML can be trusted).
+type parsedFile struct {
+	docs  []parsedDoc
+	fatal error
+}
+
+// target picks the type a document decodes into; nil means "decode and
+// discard", with the reason among the document's notes when it is a
+// problem.
+func (d *parsedDoc) target() any {
+	h := &d.h
+	switch {
+	case h.empty:
+		return nil
+	case h.notMapping:
+		d.errf("line %d: a resource must be a mapping", h.line)
+		return nil
+	case h.apiVersion == "" || h.kind == "":
+		d.errf("apiVersion and kind are required")
+		return nil
 	}
-	strict := yaml.NewDecoder(bytes.NewReader(in.data))
-	strict.KnownFields(true)
-	for i, h := range heads {
-		m := meta{file: in.name, kind: h.kind, name: h.metaName, namespace: h.metaNSpace, order: c.order}
+	group, version, _ := strings.Cut(h.apiVersion, "/")
+	if ignoredKinds[group][h.kind] {
+		d.warnf("%s is not used by the east-west gateway; ignored", h.kind)
+		return nil
+	}
+	if group != istioNetworking {
+		d.errf("unsupported kind %s (apiVersion %q): only %s resources are read", h.kind, h.apiVersion, istioNetworking)
+		return nil
+	}
+	if !networkingVersions[version] {
+		d.errf("unsupported apiVersion %q (want %s/v1, v1beta1 or v1alpha3)", h.apiVersion, istioNetworking)
+		return nil
+	}
+	switch h.kind {
+	case "ServiceEntry":
+		return &document[serviceEntrySpec]{}
+	case "WorkloadEntry":
+		return &document[workloadEntrySpec]{}
+	case "DestinationRule":
+		return &document[destinationRuleSpec]{}
+	case "WorkloadGroup":
+		return &document[workloadGroupSpec]{}
+	}
+	d.errf("unsupported kind %s in %s", h.kind, istioNetworking)
+	return nil
+}
+
+// decodeErr records the error of a strict decode; it reports whether the
+// rest of the input may still be decoded (type errors: yes).
+func (d *parsedDoc) decodeErr(err error) bool {
+	d.val = nil
+	var te *yaml.TypeError
+	if !errors.As(err, &te) {
+		d.notes = append(d.notes, note{err: true, msg: "invalid YAML: " + cleanYAMLError(err.Error()), cause: err})
+		return false
+	}
+	for _, e := range te.Errors {
+		d.notes = append(d.notes, note{err: true, msg: cleanYAMLError(e)})
+	}
+	return true
+}
+
+// merge records one input's documents in c, in document order: the
+// resources in Istio's creation-order stand-in, the messages as if the
+// documents had been read one after the other.
+func (c *compiler) merge(file string, pf *parsedFile) {
+	if pf.fatal != nil {
+		c.errf(file, "", pf.fatal, "invalid YAML: %s", cleanYAMLError(pf.fatal.Error()))
+		return
+	}
+	for i := range pf.docs {
+		d := &pf.docs[i]
+		h := &d.h
+		m := meta{file: file, kind: h.kind, name: h.metaName, namespace: h.metaNSpace, order: c.order}
 		c.order++
 		if m.namespace == "" {
 			m.namespace = "default"
 		}
-		res := m.resource()
-		if m.name == "" || h.kind == "" {
-			res = fmt.Sprintf("document %d (line %d)", i+1, h.line)
-			if h.kind != "" {
-				res = h.kind + " " + res
+		// Most documents have nothing to report: their resource string
+		// is made only when needed.
+		res := func() string {
+			if m.name == "" || h.kind == "" {
+				r := fmt.Sprintf("document %d (line %d)", i+1, h.line)
+				if h.kind != "" {
+					r = h.kind + " " + r
+				}
+				return r
+			}
+			return m.resource()
+		}
+		if len(d.notes) > 0 {
+			r := res()
+			for _, n := range d.notes {
+				if n.err {
+					c.problems = append(c.problems, &Error{File: file, Resource: r, Message: n.msg, Err: n.cause})
+				} else {
+					c.warnings = append(c.warnings, Warning{File: file, Resource: r, Message: n.msg})
+				}
 			}
 		}
-		target, add := c.target(&m, h, res)
-		if target == nil {
-			var skip yaml.Node
-			target = &skip
-		}
-		if err := strict.Decode(target); err != nil {
-			var te *yaml.TypeError
-			if !errors.As(err, &te) {
-				c.errf(in.name, res, err, "invalid YAML: %s", cleanYAMLError(err.Error()))
-				return
-			}
-			for _, e := range te.Errors {
-				c.errf(in.name, res, nil, "%s", cleanYAMLError(e))
-			}
+		if d.val == nil || !c.checkMeta(&m, res) {
 			continue
 		}
-		if add != nil && c.checkMeta(&m, res) {
-			add()
+		switch v := d.val.(type) {
+		case *document[serviceEntrySpec]:
+			c.ses = append(c.ses, &seRes{meta: m, spec: v.Spec})
+		case *document[workloadEntrySpec]:
+			c.wes = append(c.wes, &weRes{meta: m, spec: v.Spec})
+		case *document[destinationRuleSpec]:
+			c.drs = append(c.drs, &drRes{meta: m, spec: v.Spec})
+		case *document[workloadGroupSpec]:
+			c.wgs = append(c.wgs, &wgRes{meta: m, spec: v.Spec})
 		}
 	}
 }
 
-// target picks the type a document decodes into and returns a function
-// that records it once decoded; a nil target means "decode and discard".
-func (c *compiler) target(m *meta, h header, res string) (any, func()) {
-	switch {
-	case h.empty:
-		return nil, nil
-	case h.notMapping:
-		c.errf(m.file, res, nil, "line %d: a resource must be a mapping", h.line)
-		return nil, nil
-	case h.apiVersion == "" || h.kind == "":
-		c.errf(m.file, res, nil, "apiVersion and kind are required")
-		return nil, nil
-	}
-	group, version, _ := strings.Cut(h.apiVersion, "/")
-	if ignoredKinds[group][h.kind] {
-		c.warnf(m.file, res, "%s is not used by the east-west gateway; ignored", h.kind)
-		return nil, nil
-	}
-	if group != istioNetworking {
-		c.errf(m.file, res, nil, "unsupported kind %s (apiVersion %q): only %s resources are read", h.kind, h.apiVersion, istioNetworking)
-		return nil, nil
-	}
-	if !networkingVersions[version] {
-		c.errf(m.file, res, nil, "unsupported apiVersion %q (want %s/v1, v1beta1 or v1alpha3)", h.apiVersion, istioNetworking)
-		return nil, nil
-	}
-	switch h.kind {
-	case "ServiceEntry":
-		d := &document[serviceEntrySpec]{}
-		return d, func() { c.ses = append(c.ses, &seRes{meta: *m, spec: d.Spec}) }
-	case "WorkloadEntry":
-		d := &document[workloadEntrySpec]{}
-		return d, func() { c.wes = append(c.wes, &weRes{meta: *m, spec: d.Spec}) }
-	case "DestinationRule":
-		d := &document[destinationRuleSpec]{}
-		return d, func() { c.drs = append(c.drs, &drRes{meta: *m, spec: d.Spec}) }
-	case "WorkloadGroup":
-		d := &document[workloadGroupSpec]{}
-		return d, func() { c.wgs = append(c.wgs, &wgRes{meta: *m, spec: d.Spec}) }
-	}
-	c.errf(m.file, res, nil, "unsupported kind %s in %s", h.kind, istioNetworking)
-	return nil, nil
-}
+// metaKey names a resource: kind, namespace, name.
+type metaKey struct{ kind, namespace, name string }
 
 // checkMeta validates the name and namespace and reports duplicates.
-func (c *compiler) checkMeta(m *meta, res string) bool {
+func (c *compiler) checkMeta(m *meta, res func() string) bool {
 	ok := true
 	if m.name == "" {
-		c.errf(m.file, res, nil, "metadata.name is required")
+		c.errf(m.file, res(), nil, "metadata.name is required")
 		return false
 	}
 	if !isDNS1123Subdomain(m.name) {
-		c.errf(m.file, res, nil, "metadata.name %q is not a valid DNS-1123 subdomain", m.name)
+		c.errf(m.file, res(), nil, "metadata.name %q is not a valid DNS-1123 subdomain", m.name)
 		ok = false
 	}
 	if !isDNS1123Label(m.namespace) {
-		c.errf(m.file, res, nil, "metadata.namespace %q is not a valid DNS-1123 label", m.namespace)
+		c.errf(m.file, res(), nil, "metadata.namespace %q is not a valid DNS-1123 label", m.namespace)
 		ok = false
 	}
-	key := m.kind + "/" + m.namespace + "/" + m.name
+	key := metaKey{m.kind, m.namespace, m.name}
 	if first, dup := c.names[key]; dup {
-		c.errf(m.file, res, nil, "duplicate resource name, first declared in %s", first)
+		c.errf(m.file, res(), nil, "duplicate resource name, first declared in %s", first)
 		return false
 	}
 	c.names[key] = m.file
@@ -273,10 +318,14 @@ func isDNS1123Subdomain(s string) bool {
 	if len(s) == 0 || len(s) > 253 {
 		return false
 	}
-	for _, l := range strings.Split(s, ".") {
+	for {
+		l, rest, more := strings.Cut(s, ".")
 		if !isDNS1123Label(l) {
 			return false
 		}
+		if !more {
+			return true
+		}
+		s = rest
 	}
-	return true
 }

@@ -28,6 +28,17 @@
 // message", and returns no snapshot; what is merely ignored or dropped is a
 // Warning.
 //
+// Decoding uses every core: files, and large files cut at document
+// markers, are decoded in parallel and merged in input order, so that
+// messages, duplicate detection and DestinationRule precedence are those
+// of a sequential read. ServiceEntries and WorkloadEntries in the usual
+// YAML (block collections, one-line flow collections, one-line plain or
+// simply quoted scalars, comments) are read by a decoder of their own,
+// several times faster than yaml.v3; any other document, and any that
+// decoder is not certain to read exactly as yaml.v3 does, is decoded by
+// yaml.v3, and a file with an error is decoded again whole, so that
+// messages carry its own line numbers.
+//
 // The package must not open sockets other than the DNS lookups of
 // resolution: DNS endpoints (through Options.Resolver, each bounded by a
 // timeout), must not log (warnings are returned), and never mutates a

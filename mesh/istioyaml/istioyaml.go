@@ -1,6 +1,7 @@
 package istioyaml
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -114,31 +115,48 @@ func Load(ctx context.Context, paths []string, opts Options) (*Result, error) {
 	if len(paths) == 0 {
 		return nil, errors.New("istioyaml: no mesh config paths given")
 	}
-	var inputs []input
-	var problems []error
-	read := map[string]bool{}
+	// Expand in order, read in parallel, report in order.
+	type entry struct {
+		path string
+		err  error // of expanding path, else of reading it
+		data []byte
+		read bool
+	}
+	var entries []entry
+	seen := map[string]bool{}
 	for _, p := range paths {
 		files, err := expand(p)
 		if err != nil {
-			problems = append(problems, &Error{File: p, Message: err.Error(), Err: err})
+			entries = append(entries, entry{path: p, err: err})
 			continue
 		}
 		for _, f := range files {
 			// A file named twice (itself and through its folder) is
 			// read once, rather than failing on duplicate names.
 			if abs, err := filepath.Abs(f); err == nil {
-				if read[abs] {
+				if seen[abs] {
 					continue
 				}
-				read[abs] = true
+				seen[abs] = true
 			}
-			data, err := readFile(f)
-			if err != nil {
-				problems = append(problems, &Error{File: f, Message: err.Error(), Err: err})
-				continue
-			}
-			inputs = append(inputs, input{name: f, data: data})
+			entries = append(entries, entry{path: f, read: true})
 		}
+	}
+	parallel(len(entries), func() func(int) {
+		return func(i int) {
+			if e := &entries[i]; e.read {
+				e.data, e.err = readFile(e.path)
+			}
+		}
+	})
+	var inputs []input
+	var problems []error
+	for _, e := range entries {
+		if e.err != nil {
+			problems = append(problems, &Error{File: e.path, Message: e.err.Error(), Err: e.err})
+			continue
+		}
+		inputs = append(inputs, input{name: e.path, data: e.data})
 	}
 	if len(problems) > 0 {
 		return nil, errors.Join(problems...)
@@ -216,10 +234,17 @@ func readFile(name string) ([]byte, error) {
 		return nil, err
 	}
 	defer f.Close()
-	data, err := io.ReadAll(io.LimitReader(f, MaxFileSize+1))
-	if err != nil {
+	// Sized from the file's length, as io.ReadAll would grow its buffer
+	// through doublings: twice the memory and copies of the config.
+	size := 0
+	if st, err := f.Stat(); err == nil && st.Mode().IsRegular() {
+		size = int(min(st.Size(), MaxFileSize+1))
+	}
+	buf := bytes.NewBuffer(make([]byte, 0, size+bytes.MinRead))
+	if _, err := buf.ReadFrom(io.LimitReader(f, MaxFileSize+1)); err != nil {
 		return nil, fmt.Errorf("read: %w", err)
 	}
+	data := buf.Bytes()
 	if len(data) > MaxFileSize {
 		return nil, fmt.Errorf("larger than %d bytes", MaxFileSize)
 	}

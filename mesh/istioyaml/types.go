@@ -78,11 +78,18 @@ type workloadSelector struct {
 
 // destinationRuleSpec is DestinationRule.
 type destinationRuleSpec struct {
-	Host             string            `yaml:"host"`
-	TrafficPolicy    *trafficPolicy    `yaml:"trafficPolicy"`
-	Subsets          []subset          `yaml:"subsets"`
-	ExportTo         []string          `yaml:"exportTo"`
-	WorkloadSelector *workloadSelector `yaml:"workloadSelector"`
+	Host             string         `yaml:"host"`
+	TrafficPolicy    *trafficPolicy `yaml:"trafficPolicy"`
+	Subsets          []subset       `yaml:"subsets"`
+	ExportTo         []string       `yaml:"exportTo"`
+	WorkloadSelector *matchSelector `yaml:"workloadSelector"`
+}
+
+// matchSelector is istio.type.v1beta1.WorkloadSelector, the selector of a
+// DestinationRule, whose field is matchLabels (ServiceEntry's
+// WorkloadSelector names it labels).
+type matchSelector struct {
+	MatchLabels map[string]string `yaml:"matchLabels"`
 }
 
 // trafficPolicy is TrafficPolicy.
