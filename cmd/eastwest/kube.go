@@ -21,7 +21,7 @@ func (g *gateway) startKube(ctx context.Context) error {
 	src := kube.New(client, kube.Options{
 		ClusterDomain: k.ClusterDomain, Namespaces: k.Namespaces, NamespaceLabels: k.NamespaceLabels,
 		GatewayNamespace: g.s.Namespace, Network: g.s.Network, Resync: k.Resync, Debounce: k.Debounce,
-		Logger: g.log.With("source", "kubernetes"),
+		DisableDestinationRules: !k.DestinationRules, Logger: g.log.With("source", "kubernetes"),
 	}, func(snap *mesh.Snapshot) {
 		g.store.Swap(snap)
 		if !g.draining.Load() && !g.ready.Swap(true) {
@@ -35,6 +35,12 @@ func (g *gateway) startKube(ctx context.Context) error {
 		return 0
 	})
 	if err := g.reg.Register(synced); err != nil {
+		return err
+	}
+	invalid := prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "eastwest_kubernetes_invalid_destinationrules",
+		Help: "DestinationRules whose current version does not compile (each is logged; the last valid version stays in force)."},
+		func() float64 { return float64(src.Stats().InvalidDestinationRules) })
+	if err := g.reg.Register(invalid); err != nil {
 		return err
 	}
 	go func() {

@@ -107,6 +107,9 @@ type KubernetesSettings struct {
 	ClusterDomain   string            `mapstructure:"clusterDomain"`
 	Resync          time.Duration     `mapstructure:"resync"`
 	Debounce        time.Duration     `mapstructure:"debounce"`
+	// DestinationRules reads Istio DestinationRules (and Pods, for subset
+	// labels) when the CRD is installed. Default true.
+	DestinationRules bool `mapstructure:"destinationRules"`
 }
 
 // dynamicMesh reports whether the mesh comes from a control plane (xDS or

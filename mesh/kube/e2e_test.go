@@ -15,6 +15,8 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/kubernetes/fake"
 
 	"github.com/eastwest-gw/eastwest/balancer"
@@ -64,7 +66,7 @@ func startName(t testing.TB, name string) *nameServer {
 
 // gateway runs the real proxy and balancer on the snapshots of a kube
 // source over cs.
-func gateway(t testing.TB, cs *fake.Clientset, sniName string) (addr string, hello []byte, rec *recorder) {
+func gateway(t testing.TB, cs kubernetes.Interface, sniName string) (addr string, hello []byte, rec *recorder) {
 	t.Helper()
 	empty, err := mesh.Build(mesh.Spec{Version: "empty"})
 	if err != nil {
@@ -210,6 +212,39 @@ func TestEndToEndNotReadyEndpointDrains(t *testing.T) {
 		t.Fatalf("after pod-a turned not ready: %v, errors %v; want all 40 on pod-b and no failure", after, errs)
 	}
 	t.Logf("before %v, during %v, after %v", before, during, after)
+}
+
+// TestEndToEndSubsetRoutesToItsPods: with a DestinationRule declaring
+// subsets v1 and v2, every connection for outbound_.9080_.v1_.reviews
+// reaches the v1 pod, though the v2 pod serves the same port of the same
+// Service.
+func TestEndToEndSubsetRoutesToItsPods(t *testing.T) {
+	v1, v2 := startName(t, "pod-v1"), startName(t, "pod-v2")
+	svc := service("default", "reviews", nil, tcpPort("tcp-main", 9080, 0))
+	sl1 := endpointSlice("default", "reviews-a", "reviews", []slicePort{{"tcp-main", v1.port, corev1.ProtocolTCP}},
+		ep{addr: "127.0.0.1", node: "node-a", ready: yes, pod: "reviews-v1-7b9f8c6d54-aaaaa"})
+	sl2 := endpointSlice("default", "reviews-b", "reviews", []slicePort{{"tcp-main", v2.port, corev1.ProtocolTCP}},
+		ep{addr: "127.0.0.1", node: "node-a", ready: yes, pod: "reviews-v2-5d8f6c9b77-bbbbb"})
+	is := newIstio([]runtime.Object{svc, sl1, sl2, node("node-a", "region1", "zone-a", ""),
+		pod("default", "reviews-v1-7b9f8c6d54-aaaaa", map[string]string{"app": "reviews", "version": "v1"}),
+		pod("default", "reviews-v2-5d8f6c9b77-bbbbb", map[string]string{"app": "reviews", "version": "v2"}),
+	}, []string{"v1"}, rule(t, "v1", "default", "reviews", reviewsRule))
+	addr, hello, rec := gateway(t, is.client, "outbound_.9080_.v1_.reviews.default.svc.cluster.local")
+	h := host("default", "reviews")
+	rec.waitFor(t, "both pods", hasAddrs(h, 9080, "127.0.0.1:"+itoa32(v1.port), "127.0.0.1:"+itoa32(v2.port)))
+	rec.waitFor(t, "the v1 subset", subsetAddrs(h, 9080, "v1", "127.0.0.1:"+itoa32(v1.port)))
+
+	counts := map[string]int{}
+	for range 30 {
+		name, err := through(addr, hello)
+		if err != nil {
+			t.Fatalf("connection through the gateway: %v (so far %v)", err, counts)
+		}
+		counts[name]++
+	}
+	if counts["pod-v1"] != 30 {
+		t.Fatalf("answers %v, want all 30 from pod-v1", counts)
+	}
 }
 
 func itoa32(v int32) string { return strconv.Itoa(int(v)) }

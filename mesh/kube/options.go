@@ -44,6 +44,12 @@ type Options struct {
 	// Logger receives sync, watch-error and build events; nil means
 	// slog.Default().
 	Logger *slog.Logger
+	// DisableDestinationRules turns off reading Istio DestinationRules.
+	// Otherwise they are read when the client is a *Client with a dynamic
+	// client and the networking.istio.io DestinationRule CRD is installed
+	// (v1, else v1beta1); that also adds a Pod watch, for the labels that
+	// subsets select on.
+	DisableDestinationRules bool
 	// Debounce is the minimum time between two snapshot builds; events in
 	// between are coalesced into the next build. 0 means 100 ms. It is also
 	// the longest an endpoint that turned not-ready can keep receiving new

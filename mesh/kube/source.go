@@ -8,19 +8,23 @@ import (
 	"maps"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
 	listerscorev1 "k8s.io/client-go/listers/core/v1"
 	"k8s.io/client-go/tools/cache"
 
 	"github.com/eastwest-gw/eastwest/mesh"
+	"github.com/eastwest-gw/eastwest/mesh/istioyaml"
 )
 
 // serviceIndex indexes EndpointSlices by "namespace/service".
@@ -50,6 +54,15 @@ type Stats struct {
 	Services, Clusters, Endpoints, SkippedPorts int
 	// LastBuild is how long the last rebuild took.
 	LastBuild time.Duration
+	// DestinationRulesWatched is true once the DestinationRule and Pod
+	// caches synced: the CRD is installed and the RBAC allows them.
+	DestinationRulesWatched bool
+	// DestinationRules counts the rules that apply to the gateway;
+	// InvalidDestinationRules those whose current version does not
+	// compile (the last valid version, if any, stays in force).
+	DestinationRules, InvalidDestinationRules int
+	// DestinationRuleErrors counts rejected rule versions, each logged.
+	DestinationRuleErrors uint64
 }
 
 // scope is the informers of one watched namespace ("" for all).
@@ -59,11 +72,12 @@ type scope struct {
 	svcs     listerscorev1.ServiceLister
 }
 
-// Source watches Services, EndpointSlices, Nodes and (with
-// NamespaceLabels) Namespaces, and publishes mesh snapshots built from
-// them.
+// Source watches Services, EndpointSlices, Nodes, (with NamespaceLabels)
+// Namespaces and (with Istio's CRD) DestinationRules and Pods, and
+// publishes mesh snapshots built from them.
 type Source struct {
 	client kubernetes.Interface
+	dyn    dynamic.Interface // nil: DestinationRules are not read
 	o      Options
 	optErr error
 	apply  func(*mesh.Snapshot)
@@ -81,27 +95,48 @@ type Source struct {
 	// kick wakes the build loop; capacity 1, senders never block.
 	kick chan struct{}
 
-	mu       sync.Mutex
-	dirty    map[string]struct{} // "namespace/name" of services to rebuild
-	allDirty bool                // a node or namespace changed: rebuild all
-	stats    Stats
+	// DestinationRules: the informers once their caches synced, the
+	// options their compiler gets, the check interval while the CRD is
+	// absent, and the goroutine that waits for it.
+	rw       atomic.Pointer[ruleWatch]
+	ruleOpts istioyaml.Options
+	crdPoll  time.Duration
+	bg       sync.WaitGroup
+
+	mu         sync.Mutex
+	dirty      map[string]struct{} // "namespace/name" of services to rebuild
+	allDirty   bool                // a node or namespace changed: rebuild all
+	rulesDirty bool                // a DestinationRule changed: recompile
+	stats      Stats
 
 	// Owned by the build goroutine.
-	entries map[string]*entry
-	seq     uint64
+	entries  map[string]*entry
+	seq      uint64
+	compiled map[string]*compiledRule // by "namespace/name"
+	rules    *ruleIndex               // nil without DestinationRules
 }
 
 // New returns a source; nothing happens until Run. apply is called from
 // Run's goroutine with each new snapshot, typically store.Swap. Invalid
-// options are reported by Run.
+// options are reported by Run. DestinationRules are read only when client
+// is a *Client with a dynamic client (as NewClient returns).
 func New(client kubernetes.Interface, o Options, apply func(*mesh.Snapshot)) *Source {
 	po, err := o.populate()
 	s := &Source{
 		client: client, o: po, optErr: err, apply: apply, log: po.Logger,
-		tr:      translator{domain: po.ClusterDomain, gatewayNS: po.GatewayNamespace, network: po.Network},
-		kick:    make(chan struct{}, 1),
-		dirty:   map[string]struct{}{},
-		entries: map[string]*entry{},
+		tr:       translator{domain: po.ClusterDomain, gatewayNS: po.GatewayNamespace, network: po.Network},
+		kick:     make(chan struct{}, 1),
+		dirty:    map[string]struct{}{},
+		entries:  map[string]*entry{},
+		compiled: map[string]*compiledRule{},
+		crdPoll:  DefaultCRDPoll,
+		ruleOpts: istioyaml.Options{Network: po.Network, Namespace: po.GatewayNamespace, ClusterDomain: po.ClusterDomain},
+	}
+	if c, ok := client.(*Client); ok {
+		s.client, s.dyn = c.Interface, c.Dynamic
+		if c.Interface == nil {
+			s.client = nil
+		}
 	}
 	if len(po.NamespaceLabels) > 0 {
 		s.nsSel = labels.SelectorFromSet(po.NamespaceLabels)
@@ -135,6 +170,12 @@ func (s *Source) Run(ctx context.Context) error {
 		return errors.New("kube: Run called twice")
 	}
 	defer s.running.Unlock()
+	// A previous Run's rule informers are stopped: start afresh.
+	s.rw.Store(nil)
+	s.compiled, s.rules = map[string]*compiledRule{}, nil
+	s.mu.Lock()
+	s.stats.DestinationRulesWatched = false
+	s.mu.Unlock()
 
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -148,14 +189,35 @@ func (s *Source) Run(ctx context.Context) error {
 	// Shutdown waits for the informer goroutines: none outlive Run.
 	defer func() {
 		cancel()
+		s.bg.Wait()
+		if w := s.rw.Load(); w != nil {
+			w.stop()
+		}
 		for _, f := range factories {
 			f.Shutdown()
 		}
 	}()
+	// The DestinationRule caches sync beside the others, so that the first
+	// snapshot has the subsets: clients of a subset never see it missing.
+	rules, err := s.rulesAtStart(ctx)
+	if err != nil {
+		return err
+	}
 
 	start := time.Now()
 	if !waitSynced(ctx, synced) {
+		if rules != nil {
+			rules.stop()
+		}
 		return nil
+	}
+	if rules != nil {
+		if s.waitRules(ctx, rules) {
+			s.log.Info("reading DestinationRules", "resource", rules.gvr.String())
+			s.publishRules(rules)
+		} else if ctx.Err() == nil {
+			s.bg.Go(func() { s.awaitRules(ctx) })
+		}
 	}
 	s.log.Info("kubernetes caches synced", "took", time.Since(start).Round(time.Millisecond), "namespaces", s.o.Namespaces)
 	s.mu.Lock()
@@ -171,12 +233,37 @@ func (s *Source) Run(ctx context.Context) error {
 	return nil
 }
 
+// rulesAtStart checks for the DestinationRule CRD and starts its
+// informers if it is installed; otherwise it says so once and leaves a
+// goroutine checking again every crdPoll.
+func (s *Source) rulesAtStart(ctx context.Context) (*ruleWatch, error) {
+	switch {
+	case s.o.DisableDestinationRules:
+		return nil, nil
+	case s.dyn == nil:
+		s.log.Info("no dynamic client: DestinationRules are not read")
+		return nil, nil
+	}
+	gvr, found, err := s.findCRD(ctx)
+	if !found {
+		if err != nil {
+			s.log.Warn("cannot tell whether the DestinationRule CRD is installed; checking again later", "err", err, "every", s.crdPoll)
+		} else {
+			s.log.Info("DestinationRule CRD not installed: every cluster has the default policy; checking again later",
+				"group", drGroup, "every", s.crdPoll)
+		}
+		s.bg.Go(func() { s.awaitRules(ctx) })
+		return nil, nil
+	}
+	return s.startRules(ctx, gvr)
+}
+
 // setup creates the informer factories, registers handlers, indexers and
 // transforms, and returns what to start and what to wait for.
-func (s *Source) setup() ([]informers.SharedInformerFactory, []cache.InformerSynced, error) {
+func (s *Source) setup() ([]factory, []cache.InformerSynced, error) {
 	opts := []informers.SharedInformerOption{informers.WithTransform(trim)}
 	cluster := informers.NewSharedInformerFactoryWithOptions(s.client, s.o.Resync, opts...)
-	factories := []informers.SharedInformerFactory{cluster}
+	factories := []factory{cluster}
 	var synced []cache.InformerSynced
 
 	namespaces := s.o.Namespaces
@@ -226,11 +313,19 @@ func (s *Source) setup() ([]informers.SharedInformerFactory, []cache.InformerSyn
 // watch registers an event handler and a watch-error handler that logs
 // through our logger (client-go's default writes to klog) and counts.
 func (s *Source) watch(inf cache.SharedIndexInformer, resource string, on func(old, cur any)) error {
+	return s.watchWith(inf, resource, on, nil)
+}
+
+// watchWith is watch with onErr, when not nil, also told of each error.
+func (s *Source) watchWith(inf cache.SharedIndexInformer, resource string, on func(old, cur any), onErr func(error)) error {
 	if err := inf.SetWatchErrorHandlerWithContext(func(ctx context.Context, _ *cache.Reflector, err error) {
 		s.mu.Lock()
 		s.stats.WatchErrors++
 		s.stats.LastWatchError = resource + ": " + err.Error()
 		s.mu.Unlock()
+		if onErr != nil {
+			onErr(err)
+		}
 		level := slog.LevelWarn
 		if apierrors.IsForbidden(err) {
 			level = slog.LevelError // RBAC: it will not fix itself
@@ -378,12 +473,15 @@ func (s *Source) loop(ctx context.Context) {
 func (s *Source) build() error {
 	start := time.Now()
 	s.mu.Lock()
-	dirty, all := s.dirty, s.allDirty
-	s.dirty, s.allDirty = map[string]struct{}{}, false
+	dirty, all, rules := s.dirty, s.allDirty, s.rulesDirty
+	s.dirty, s.allDirty, s.rulesDirty = map[string]struct{}{}, false, false
 	s.stats.Builds++
 	s.mu.Unlock()
 	if len(dirty) == 0 && !all {
 		return nil
+	}
+	if w := s.rw.Load(); rules && w != nil {
+		s.compileRules(w)
 	}
 
 	changed := false
@@ -493,7 +591,13 @@ func (s *Source) serviceEntry(sc *scope, svc *corev1.Service) *entry {
 			eps = append(eps, sl)
 		}
 	}
-	return s.tr.service(svc, eps, s.nodeLocality, s.namespaceSelected(svc.Namespace))
+	var pods podLabels
+	var rule *istioyaml.DestinationRule
+	if w := s.rw.Load(); w != nil {
+		pods = w.podLabels
+		rule = s.rules.pick(s.tr.host(svc.Namespace, svc.Name), svc.Namespace)
+	}
+	return s.tr.service(svc, eps, s.nodeLocality, s.namespaceSelected(svc.Namespace), rule, pods)
 }
 
 func (s *Source) nodeLocality(name string) (mesh.Locality, bool) {
@@ -543,9 +647,10 @@ func objectKey(obj any) (string, bool) {
 }
 
 // trim drops what the source never reads before objects enter the caches:
-// managed fields everywhere, and everything of a Node but its name and
-// labels (Node status, with its image list, is most of a large cluster's
-// informer memory).
+// managed fields everywhere, everything of a Node and of a Pod but its name
+// and labels (Node status, with its image list, is most of a large
+// cluster's informer memory; Pod specs are the rest), and a
+// DestinationRule's status.
 func trim(obj any) (any, error) {
 	switch o := obj.(type) {
 	case *corev1.Node:
@@ -555,6 +660,16 @@ func trim(obj any) (any, error) {
 				Name: o.Name, UID: o.UID, ResourceVersion: o.ResourceVersion, Labels: o.Labels,
 			},
 		}, nil
+	case *corev1.Pod:
+		return &corev1.Pod{
+			TypeMeta: o.TypeMeta,
+			ObjectMeta: metav1.ObjectMeta{
+				Name: o.Name, Namespace: o.Namespace, UID: o.UID, ResourceVersion: o.ResourceVersion, Labels: o.Labels,
+			},
+		}, nil
+	case *unstructured.Unstructured:
+		delete(o.Object, "status")
+		o.SetManagedFields(nil)
 	case metav1.Object:
 		o.SetManagedFields(nil)
 	}

@@ -3,6 +3,7 @@ package kube
 import (
 	"maps"
 	"net/netip"
+	"reflect"
 	"slices"
 	"strings"
 
@@ -10,6 +11,7 @@ import (
 	discoveryv1 "k8s.io/api/discovery/v1"
 
 	"github.com/eastwest-gw/eastwest/mesh"
+	"github.com/eastwest-gw/eastwest/mesh/istioyaml"
 )
 
 // Well-known labels and annotations read by the source.
@@ -62,10 +64,17 @@ func (t *translator) host(namespace, name string) string {
 // node is unknown.
 type nodeLocality func(nodeName string) (loc mesh.Locality, ok bool)
 
+// podLabels returns the labels of a pod; ok is false when it is unknown.
+type podLabels func(namespace, name string) (labels map[string]string, ok bool)
+
 // service builds the entry of svc. slices are the EndpointSlices whose
 // kubernetes.io/service-name label names svc; nsSelected says whether the
-// namespace passes Options.NamespaceLabels.
-func (t *translator) service(svc *corev1.Service, eps []*discoveryv1.EndpointSlice, nodes nodeLocality, nsSelected bool) *entry {
+// namespace passes Options.NamespaceLabels. rule, when not nil, is the
+// DestinationRule that applies to svc: its policy goes on every cluster
+// and each subset adds a cluster per port. pods, when not nil, gives the
+// endpoints their pods' labels, which subsets select on.
+func (t *translator) service(svc *corev1.Service, eps []*discoveryv1.EndpointSlice, nodes nodeLocality, nsSelected bool,
+	rule *istioyaml.DestinationRule, pods podLabels) *entry {
 	ms := &mesh.Service{
 		Host:      t.host(svc.Namespace, svc.Name),
 		Namespace: svc.Namespace,
@@ -105,16 +114,41 @@ func (t *translator) service(svc *corev1.Service, eps []*discoveryv1.EndpointSli
 		p := mesh.Port{Number: uint16(sp.Port), Name: sp.Name, Protocol: istioProtocol(sp.Name, sp.AppProtocol)}
 		ms.Ports = append(ms.Ports, p)
 		c := &mesh.Cluster{Key: mesh.Key{Host: ms.Host, Port: p.Number}, Service: ms}
-		c.Endpoints = t.endpoints(svc, sp.Name, eps, nodes, labels)
+		c.Endpoints = t.endpoints(svc, sp.Name, eps, nodes, labels, pods)
 		e.clusters = append(e.clusters, c)
+		if rule == nil {
+			continue
+		}
+		c.Policy = rule.Policy(p.Number)
+		for _, sub := range rule.Subsets() {
+			e.clusters = append(e.clusters, &mesh.Cluster{
+				Key:       mesh.Key{Host: ms.Host, Port: p.Number, Subset: sub.Name},
+				Service:   ms,
+				Endpoints: subsetEndpoints(c.Endpoints, sub),
+				Policy:    sub.Policy(p.Number),
+			})
+		}
 	}
 	return e
 }
 
+// subsetEndpoints returns the endpoints that carry the subset's labels.
+func subsetEndpoints(all []mesh.Endpoint, sub istioyaml.Subset) []mesh.Endpoint {
+	var out []mesh.Endpoint
+	for _, e := range all {
+		if sub.LabelsMatch(e.Labels) {
+			out = append(out, e)
+		}
+	}
+	return out
+}
+
 // endpoints collects the ready endpoints of one service port: the slices'
 // port with the same name (Kubernetes names them after the Service port)
-// gives the target port.
-func (t *translator) endpoints(svc *corev1.Service, portName string, eps []*discoveryv1.EndpointSlice, nodes nodeLocality, labels map[string]string) []mesh.Endpoint {
+// gives the target port. An endpoint's labels are its pod's when pods
+// knows the pod (targetRef), else the service's selector.
+func (t *translator) endpoints(svc *corev1.Service, portName string, eps []*discoveryv1.EndpointSlice, nodes nodeLocality,
+	labels map[string]string, pods podLabels) []mesh.Endpoint {
 	var out []mesh.Endpoint
 	var seen map[netip.AddrPort]bool
 	for _, sl := range eps {
@@ -144,11 +178,22 @@ func (t *translator) endpoints(svc *corev1.Service, portName string, eps []*disc
 				continue
 			}
 			seen[ap] = true
+			epLabels := labels
+			if pods != nil && ke.TargetRef != nil && ke.TargetRef.Kind == "Pod" {
+				ns := ke.TargetRef.Namespace
+				if ns == "" {
+					ns = svc.Namespace
+				}
+				// The cache's map is never written: shared, not copied.
+				if l, ok := pods(ns, ke.TargetRef.Name); ok {
+					epLabels = l
+				}
+			}
 			out = append(out, mesh.Endpoint{
 				Addr:      ap,
 				Locality:  locality(ke, nodes),
 				Health:    mesh.HealthHealthy,
-				Labels:    labels,
+				Labels:    epLabels,
 				Network:   t.network,
 				Workload:  workloadName(ke, svc.Name),
 				Namespace: svc.Namespace,
@@ -330,7 +375,7 @@ func sameEntry(a, b *entry) bool {
 	}
 	for i, ca := range a.clusters {
 		cb := b.clusters[i]
-		if ca.Key != cb.Key || !slices.EqualFunc(ca.Endpoints, cb.Endpoints, sameEndpoint) {
+		if ca.Key != cb.Key || !slices.EqualFunc(ca.Endpoints, cb.Endpoints, sameEndpoint) || !reflect.DeepEqual(ca.Policy, cb.Policy) {
 			return false
 		}
 	}
