@@ -626,3 +626,139 @@ func BenchmarkForward(b *testing.B) {
 		})
 	}
 }
+
+// Submit with one context for many pairs, as the gateway does: cancelling
+// it resets every pair still open, in either path, and a pair that ended
+// before leaves no registration behind.
+func TestSubmitCancel(t *testing.T) {
+	for _, m := range modes {
+		t.Run(m.name, func(t *testing.T) {
+			f := newForwarder(t, Options{Mode: m.mode})
+			front, back := listen(t), listen(t)
+			defer front.Close()
+			defer back.Close()
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			const n = 4
+			done := make(chan result, n)
+			clients := make([]*net.TCPConn, n)
+			servers := make([]*net.TCPConn, n)
+			for i := range n {
+				c, err := net.DialTCP("tcp", nil, front.Addr().(*net.TCPAddr))
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer c.Close()
+				gw, _ := front.AcceptTCP()
+				up, err := net.DialTCP("tcp", nil, back.Addr().(*net.TCPAddr))
+				if err != nil {
+					t.Fatal(err)
+				}
+				srv, _ := back.AcceptTCP()
+				defer srv.Close()
+				deadline(t, c, srv)
+				clients[i], servers[i] = c, srv
+				f.Submit(ctx, gw, up, nil, func(s, r int64, err error) { done <- result{s, r, err} })
+			}
+			// Pair 0 ends on its own before the cancel.
+			clients[0].CloseWrite()
+			servers[0].CloseWrite()
+			if r := <-done; r.err != nil {
+				t.Fatalf("pair ended by its peers: %v", r.err)
+			}
+			// The others still forward.
+			for i := 1; i < n; i++ {
+				if _, err := clients[i].Write([]byte("ping")); err != nil {
+					t.Fatal(err)
+				}
+				buf := make([]byte, 4)
+				if _, err := io.ReadFull(servers[i], buf); err != nil || string(buf) != "ping" {
+					t.Fatalf("pair %d before cancel: %q %v", i, buf, err)
+				}
+			}
+			cancel()
+			for i := 1; i < n; i++ {
+				select {
+				case r := <-done:
+					if !errors.Is(r.err, context.Canceled) {
+						t.Fatalf("pair ended with %v, want context.Canceled", r.err)
+					}
+				case <-time.After(10 * time.Second):
+					t.Fatal("a pair outlived its cancelled context")
+				}
+			}
+			for i := 1; i < n; i++ {
+				if _, err := clients[i].Read(make([]byte, 1)); err == nil {
+					t.Fatalf("client %d still open after cancel", i)
+				}
+			}
+			f.mu.Lock()
+			left := len(f.watch)
+			f.mu.Unlock()
+			if left != 0 {
+				t.Fatalf("%d context registrations left after every pair ended", left)
+			}
+		})
+	}
+}
+
+// A pair handed to user space while its sockets stay in the sockmap, then
+// idle for longer than several bounded waits, still forwards what comes
+// next, and the normal wakeups are not counted as lost.
+func TestHandedOffPairIdles(t *testing.T) {
+	f := newForwarder(t, Options{Mode: Sockmap, QueueCap: 64 << 10})
+	g := startGateway(t, f, 0)
+	c, u := g.dial(t)
+	deadline(t, c, u)
+	sum := make(chan []byte, 1)
+	var idle sync.WaitGroup
+	idle.Add(1)
+	go func() {
+		h := sha256.New()
+		buf := make([]byte, 64<<10)
+		var got int64
+		paused := false
+		for {
+			n, err := u.Read(buf)
+			h.Write(buf[:n])
+			got += int64(n)
+			if !paused && got >= 4<<20 {
+				paused = true
+				idle.Done()
+			}
+			if err != nil {
+				sum <- h.Sum(nil)
+				return
+			}
+		}
+	}()
+	chunk := randomBytes(t, 256<<10)
+	h := sha256.New()
+	for range 16 { // 4 MiB: far over the cap, so the pair is handed off
+		if _, err := c.Write(chunk); err != nil {
+			t.Fatal(err)
+		}
+		h.Write(chunk)
+	}
+	idle.Wait()
+	if f.handoffCap.Load() == 0 {
+		t.Fatal("no hand-off: the test did not cover the in-map user path")
+	}
+	time.Sleep(4 * minRecheck)
+	tail := randomBytes(t, 1000)
+	if _, err := c.Write(tail); err != nil {
+		t.Fatal(err)
+	}
+	h.Write(tail)
+	c.CloseWrite()
+	if got := <-sum; !bytes.Equal(got, h.Sum(nil)) {
+		t.Fatal("stream changed across the idle hand-off")
+	}
+	u.CloseWrite()
+	if r := g.result(t); r.err != nil {
+		t.Fatalf("forward: %v", r.err)
+	}
+	if n := f.lostWakeups.Load(); n != 0 {
+		t.Errorf("%d lost wakeups counted on a pair whose wakeups all came", n)
+	}
+}

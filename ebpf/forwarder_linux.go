@@ -21,12 +21,18 @@ type Forwarder struct {
 	mu     sync.Mutex
 	closed bool
 	live   map[*pair]struct{}
-	wg     sync.WaitGroup // user-path goroutines
+	// One context.AfterFunc per distinct context, not per pair: a
+	// gateway passes one context for all its connections, and a
+	// registration per pair cost every idle connection a few hundred
+	// bytes of heap.
+	watch map[context.Context]*ctxWatch
+	wg    sync.WaitGroup // user-path goroutines
 
 	handoffBulk, handoffCap  atomic.Int64
 	activeKernel, activeUser atomic.Int64
 	userBytes                atomic.Int64 // bytes copied by user space, all pairs
 	refedBytes               atomic.Int64 // bytes the kernel fed twice, left out by user space
+	lostWakeups              atomic.Int64 // in-map reads that found bytes only after their wait timed out
 	pipes                    pipePool
 }
 
@@ -40,7 +46,7 @@ func New(o Options) (*Forwarder, error) {
 	if err != nil {
 		return nil, err
 	}
-	f := &Forwarder{o: o, mode: o.Mode, live: make(map[*pair]struct{})}
+	f := &Forwarder{o: o, mode: o.Mode, live: make(map[*pair]struct{}), watch: make(map[context.Context]*ctxWatch)}
 	if o.Mode == Splice {
 		if asked != Splice {
 			return f, fmt.Errorf("%w: forced off by %s=splice", ErrNotSupported, EnvForce)
@@ -79,7 +85,7 @@ func (f *Forwarder) Forward(ctx context.Context, client, upstream *net.TCPConn, 
 		err            error
 	}
 	ch := make(chan result, 1)
-	p := f.submit(client, upstream, peeked, func(s, r int64, err error) { ch <- result{s, r, err} })
+	p := f.submit(nil, client, upstream, peeked, func(s, r int64, err error) { ch <- result{s, r, err} })
 	select {
 	case res := <-ch:
 		return res.sent, res.received, res.err
@@ -98,23 +104,64 @@ func (f *Forwarder) Forward(ctx context.Context, client, upstream *net.TCPConn, 
 // pair in the kernel path costs no goroutine. Cancelling ctx resets the
 // pair, as for Forward.
 func (f *Forwarder) Submit(ctx context.Context, client, upstream *net.TCPConn, peeked []byte, done func(sent, received int64, err error)) {
-	var stop atomic.Pointer[func() bool]
-	p := f.submit(client, upstream, peeked, func(s, r int64, err error) {
-		if st := stop.Swap(nil); st != nil {
-			(*st)()
+	f.submit(ctx, client, upstream, peeked, done)
+}
+
+// ctxWatch counts the live pairs submitted with one context.
+type ctxWatch struct {
+	n    int
+	stop func() bool
+}
+
+// watchCtx registers p under its context. Called with f.mu held.
+func (f *Forwarder) watchCtx(p *pair) {
+	ctx := p.ctx
+	w := f.watch[ctx]
+	if w == nil {
+		w = &ctxWatch{}
+		f.watch[ctx] = w
+		// AfterFunc runs abortCtx on its own goroutine, so holding f.mu
+		// here is safe even when ctx is already done.
+		w.stop = context.AfterFunc(ctx, func() { f.abortCtx(ctx) })
+	}
+	w.n++
+}
+
+// unwatchCtx drops p's registration. Called with f.mu held.
+func (f *Forwarder) unwatchCtx(p *pair) {
+	if p.ctx == nil {
+		return
+	}
+	if w := f.watch[p.ctx]; w != nil {
+		if w.n--; w.n == 0 {
+			w.stop()
+			delete(f.watch, p.ctx)
 		}
-		done(s, r, err)
-	})
-	if p != nil && ctx.Done() != nil {
-		// If the pair ended before this line, the hook stays until ctx
-		// ends and then aborts a finished pair, which does nothing.
-		st := context.AfterFunc(ctx, func() { p.abort(fmt.Errorf("forward: %w", ctx.Err())) })
-		stop.Store(&st)
 	}
 }
 
-func (f *Forwarder) submit(client, upstream *net.TCPConn, peeked []byte, done func(sent, received int64, err error)) *pair {
+// abortCtx resets every live pair submitted with ctx, which has ended.
+func (f *Forwarder) abortCtx(ctx context.Context) {
+	f.mu.Lock()
+	var ps []*pair
+	for p := range f.live {
+		if p.ctx == ctx {
+			ps = append(ps, p)
+		}
+	}
+	f.mu.Unlock()
+	for _, p := range ps {
+		p.abort(fmt.Errorf("forward: %w", ctx.Err()))
+	}
+}
+
+// submit starts p. A ctx that can end resets the pair when it does; nil
+// or a context that never ends does not.
+func (f *Forwarder) submit(ctx context.Context, client, upstream *net.TCPConn, peeked []byte, done func(sent, received int64, err error)) *pair {
 	p := &pair{f: f, client: client, upstream: upstream, peeked: int64(len(peeked)), done: done}
+	if ctx != nil && ctx.Done() != nil {
+		p.ctx = ctx
+	}
 	f.mu.Lock()
 	if f.closed {
 		f.mu.Unlock()
@@ -123,7 +170,19 @@ func (f *Forwarder) submit(client, upstream *net.TCPConn, peeked []byte, done fu
 		return nil
 	}
 	f.live[p] = struct{}{}
+	if p.ctx != nil {
+		f.watchCtx(p)
+	}
 	f.mu.Unlock()
+	if p.ctx != nil {
+		// A context that ended before the registration: abortCtx ran
+		// without this pair.
+		defer func() {
+			if err := p.ctx.Err(); err != nil {
+				p.abort(fmt.Errorf("forward: %w", err))
+			}
+		}()
+	}
 
 	if len(peeked) > 0 {
 		if _, err := upstream.Write(peeked); err != nil {

@@ -31,17 +31,19 @@ type kernel struct {
 	mu     sync.Mutex
 	nextID uint64
 	pairs  map[uint64]*pair // in the kernel path
-	stats  map[uint64]forwardStat
-	sides  map[uint64]int // cookie -> 0 client, 1 upstream, for metrics
-	keys   []uint64
-	vals   []forwardStat
+	// dirs maps a source socket's cookie to its direction, from insertion
+	// until the pair's entries are deleted; readStats stores each
+	// direction's counters in it, so no per-scan map is rebuilt.
+	dirs map[uint64]*kdir
+	keys []uint64
+	vals []forwardStat
 
 	doneRed [2]atomic.Uint64 // redirected bytes of ended pairs: 0 client, 1 upstream
 	stopped chan struct{}
 }
 
 func newKernel(f *Forwarder) (*kernel, error) {
-	k := &kernel{f: f, pairs: make(map[uint64]*pair), stats: make(map[uint64]forwardStat), sides: make(map[uint64]int),
+	k := &kernel{f: f, pairs: make(map[uint64]*pair), dirs: make(map[uint64]*kdir),
 		keys: make([]uint64, 512), vals: make([]forwardStat, 512), stopped: make(chan struct{})}
 	if err := loadForwardObjects(&k.objs, nil); err != nil {
 		return nil, fmt.Errorf("load verdict program: %w", err)
@@ -117,7 +119,7 @@ func (k *kernel) add(p *pair) error {
 		return fmt.Errorf("%w: upstream cookie: %w", errFallback, err)
 	}
 	p.dirs[0] = kdir{src: p.client, dst: p.upstream, srcC: p.cc, dstC: p.uc}
-	p.dirs[1] = kdir{src: p.upstream, dst: p.client, srcC: p.uc, dstC: p.cc}
+	p.dirs[1] = kdir{src: p.upstream, dst: p.client, srcC: p.uc, dstC: p.cc, side: 1}
 	// Bytes already queued go first, from user space, before any socket
 	// enters the map; base is measured after, so it counts them.
 	for i, count := range []*atomic.Int64{&p.userRecv, &p.userSent} {
@@ -148,19 +150,20 @@ func (k *kernel) add(p *pair) error {
 	}
 	capb := uint64(k.f.o.QueueCap)
 	k.mu.Lock()
-	k.sides[p.cc], k.sides[p.uc] = 0, 1
+	k.dirs[p.cc], k.dirs[p.uc] = &p.dirs[0], &p.dirs[1]
 	k.mu.Unlock()
 	undo := func() {
 		k.mu.Lock()
-		delete(k.sides, p.cc)
-		delete(k.sides, p.uc)
+		delete(k.dirs, p.cc)
+		delete(k.dirs, p.uc)
 		k.mu.Unlock()
 		_ = k.objs.Pairs.Delete(p.cc)
 		_ = k.objs.Pairs.Delete(p.uc)
 		_ = k.objs.Stats.Delete(p.cc)
 		_ = k.objs.Stats.Delete(p.uc)
 	}
-	for i, d := range p.dirs {
+	for i := range p.dirs {
+		d := &p.dirs[i] // not a copy: readStats writes d.st from now on
 		if err := k.objs.Stats.Put(d.srcC, forwardStat{}); err != nil {
 			undo()
 			return fmt.Errorf("%w: stats entry: %w", errFallback, err)
@@ -259,8 +262,8 @@ func (k *kernel) forget(p *pair, sent, recv uint64) {
 	k.doneRed[0].Add(recv)
 	k.doneRed[1].Add(sent)
 	k.mu.Lock()
-	delete(k.sides, p.cc)
-	delete(k.sides, p.uc)
+	delete(k.dirs, p.cc)
+	delete(k.dirs, p.uc)
 	k.mu.Unlock()
 	_ = k.objs.Pairs.Delete(p.cc)
 	_ = k.objs.Pairs.Delete(p.uc)
@@ -277,14 +280,16 @@ func (k *kernel) dropSkips(c uint64) {
 	}
 }
 
-// readStats fills k.stats from the stats map in batches.
+// readStats copies the stats map into each direction's st, in batches.
+// Called with k.mu held.
 func (k *kernel) readStats() error {
-	clear(k.stats)
 	var cur cebpf.MapBatchCursor
 	for {
 		n, err := k.objs.Stats.BatchLookup(&cur, k.keys, k.vals, nil)
 		for i := 0; i < n; i++ {
-			k.stats[k.keys[i]] = k.vals[i]
+			if d := k.dirs[k.keys[i]]; d != nil {
+				d.st = k.vals[i]
+			}
 		}
 		if errors.Is(err, cebpf.ErrKeyNotExist) {
 			return nil
@@ -396,7 +401,7 @@ func sideName(side int) string {
 func (k *kernel) scan(p *pair, now time.Time) (busy bool, end *ending, handoff bool) {
 	for i := range p.dirs {
 		d := &p.dirs[i]
-		st := k.stats[d.srcC]
+		st := d.st
 		if st.Lost != 0 {
 			return false, &ending{p, fmt.Errorf("%s: %w", sideName(i), errRefed), true}, false
 		}
@@ -458,6 +463,9 @@ func (k *kernel) scan(p *pair, now time.Time) (busy bool, end *ending, handoff b
 func (k *kernel) side(c uint64) (int, bool) {
 	k.mu.Lock()
 	defer k.mu.Unlock()
-	s, ok := k.sides[c]
-	return s, ok
+	d := k.dirs[c]
+	if d == nil {
+		return 0, false
+	}
+	return d.side, true
 }

@@ -8,7 +8,7 @@ type collector struct {
 	f                        *Forwarder
 	kernelBytes, userBytes   *prometheus.Desc
 	handoffs, active, passed *prometheus.Desc
-	refed                    *prometheus.Desc
+	refed, lostWakeups       *prometheus.Desc
 }
 
 func newCollector(f *Forwarder) *collector {
@@ -20,6 +20,8 @@ func newCollector(f *Forwarder) *collector {
 			"Bytes the verdict passed to user space after a hand-off, on pairs still open.", nil, nil),
 		refed: prometheus.NewDesc("eastwest_forwarder_kernel_refed_bytes_total",
 			"Bytes the kernel fed the verdict a second time; user space left them out.", nil, nil),
+		lostWakeups: prometheus.NewDesc("eastwest_forwarder_lost_wakeups_total",
+			"Reads of a handed-off pair that found bytes waiting only after the bounded wait for a wakeup ran out.", nil, nil),
 		userBytes: prometheus.NewDesc("eastwest_forwarder_user_bytes_total",
 			"Bytes copied by user space (splice path and handed-off pairs).", nil, nil),
 		handoffs: prometheus.NewDesc("eastwest_forwarder_handoffs_total",
@@ -30,7 +32,7 @@ func newCollector(f *Forwarder) *collector {
 }
 
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{c.kernelBytes, c.passed, c.userBytes, c.handoffs, c.active, c.refed} {
+	for _, d := range []*prometheus.Desc{c.kernelBytes, c.passed, c.userBytes, c.handoffs, c.active, c.refed, c.lostWakeups} {
 		ch <- d
 	}
 }
@@ -57,6 +59,7 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	}
 	ch <- prometheus.MustNewConstMetric(c.userBytes, prometheus.CounterValue, float64(f.userBytes.Load()))
 	ch <- prometheus.MustNewConstMetric(c.refed, prometheus.CounterValue, float64(f.refedBytes.Load()))
+	ch <- prometheus.MustNewConstMetric(c.lostWakeups, prometheus.CounterValue, float64(f.lostWakeups.Load()))
 	ch <- prometheus.MustNewConstMetric(c.handoffs, prometheus.CounterValue, float64(f.handoffBulk.Load()), "bulk")
 	ch <- prometheus.MustNewConstMetric(c.handoffs, prometheus.CounterValue, float64(f.handoffCap.Load()), "queue_cap")
 	ch <- prometheus.MustNewConstMetric(c.active, prometheus.GaugeValue, float64(f.activeKernel.Load()), "kernel")

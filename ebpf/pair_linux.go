@@ -1,6 +1,7 @@
 package ebpf
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"net"
@@ -15,6 +16,7 @@ import (
 // dirs[1] upstream to client.
 type pair struct {
 	f                *Forwarder
+	ctx              context.Context // nil: no context to watch
 	client, upstream *net.TCPConn
 	peeked           int64
 	done             func(sent, received int64, err error)
@@ -35,7 +37,9 @@ type pair struct {
 type kdir struct {
 	src, dst    *net.TCPConn
 	srcC, dstC  uint64
-	base        uint64 // dst bytes_acked+SIOCOUTQ at insertion
+	side        int         // 0 client to upstream, 1 upstream to client
+	st          forwardStat // the verdict's counters at the last scan; guarded by kernel.mu
+	base        uint64      // dst bytes_acked+SIOCOUTQ at insertion
 	eof, shut   bool
 	lastRed     uint64
 	lastTaken   uint64
@@ -80,6 +84,7 @@ func (p *pair) finish(err error, reset bool) {
 		}
 		f.mu.Lock()
 		delete(f.live, p)
+		f.unwatchCtx(p)
 		f.mu.Unlock()
 		sent := int64(kSent) + p.userSent.Load()
 		recv := p.peeked + int64(kRecv) + p.userRecv.Load()

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"os"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -167,6 +168,24 @@ func waitReadable(rc syscall.RawConn) error {
 	return perr
 }
 
+// Bounds of the wait for readability of a socket in the sockmap: short
+// while bytes move, backing off to the longer one on an idle pair.
+const (
+	minRecheck = 50 * time.Millisecond
+	maxRecheck = 5 * time.Second
+)
+
+// readable reports, without blocking, whether src has bytes or EOF.
+func readable(rc syscall.RawConn) bool {
+	var b [1]byte
+	ok := false
+	_ = rc.Control(func(fd uintptr) {
+		n, _, e := unix.Recvfrom(int(fd), b[:], unix.MSG_PEEK|unix.MSG_DONTWAIT)
+		ok = e == nil && n > 0
+	})
+	return ok
+}
+
 // copyInMap copies one direction of a pair whose sockets stay in the
 // sockmap. It leaves out the spans the verdict marked as fed twice (see
 // skipper). At EOF it makes sure every byte the verdict passed was read:
@@ -180,12 +199,36 @@ func (p *pair) copyInMap(i int, src, dst *net.TCPConn, count *atomic.Int64) erro
 	srcC := p.dirs[i].srcC
 	sk := skipper{k: p.f.k, cookie: srcC}
 	defer sk.release()
+	wait := minRecheck
 	for {
-		if err := waitReadable(rc); err != nil {
+		// A socket in a sockmap gets its readiness from the psock, not
+		// from TCP, and a wakeup that never comes would stall the pair
+		// for good with its bytes queued (a bench run saw a stream stop
+		// this way once). So the wait is bounded: when it times out,
+		// the kick runs the verdict over anything TCP still holds, and
+		// bytes found ready count as a lost wakeup.
+		_ = src.SetReadDeadline(time.Now().Add(wait))
+		err := waitReadable(rc)
+		if errors.Is(err, os.ErrDeadlineExceeded) {
+			_ = kick(src)
+			if readable(rc) {
+				p.f.lostWakeups.Add(1)
+				p.f.o.Logger.Debug("sockmap: bytes waited without a wakeup", "cookie", srcC)
+			}
+			wait = min(2*wait, maxRecheck)
+			continue
+		}
+		if err != nil {
 			return err
 		}
+		wait = minRecheck
 		b := bufPool.Get().(*[bufSize]byte)
 		n, rerr := src.Read(b[:])
+		if errors.Is(rerr, os.ErrDeadlineExceeded) {
+			// The bound above ran out between the wait and the read.
+			bufPool.Put(b)
+			continue
+		}
 		if n > 0 {
 			out, serr := sk.cut(b[:n], got)
 			got += uint64(n)
