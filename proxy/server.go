@@ -195,7 +195,6 @@ type conn struct {
 	deadline time.Time     // maxConnectionDuration; zero: none
 	start    time.Time
 	closed   atomic.Uint32 // why the gateway ended it: closeIdle, closeMaxDuration, closeDrain
-	cancel   context.CancelFunc
 	cs       *clusterStats
 	is       *istioStats
 	// Bytes already added to the counters while the connection was open,
@@ -273,50 +272,65 @@ type logRecord struct {
 	trace   *connTrace
 }
 
-// cleanups is what a connection must undo when it ends, in reverse order.
-// It runs at the end of handle, or, when the pair went to an
-// AsyncForwarder, from its done callback.
-type cleanups struct {
-	fns       []func()
-	handedOff bool
+// session is one connection from accept to its end, in one allocation:
+// the access log record, the tracked conn and what the end must undo. An
+// idle connection handed to an AsyncForwarder keeps only this (and its
+// sockets) alive, so it holds no closures or contexts of its own.
+type session struct {
+	s   *Server
+	c   *net.TCPConn
+	rec logRecord
+	cc  conn
+	bp  *[]byte       // the ClientHello buffer, until it goes back to the pool
+	cs  *clusterStats // set once the cluster counts the connection active
+	is  *istioStats   // set once the Istio series counts it active
+	// For the AsyncForwarder's done callback.
+	cl       *mesh.Cluster
+	ep       mesh.Endpoint
+	helloLen int64
 }
 
-func (c *cleanups) push(f func()) { c.fns = append(c.fns, f) }
-
-func (c *cleanups) run() {
-	for i := len(c.fns) - 1; i >= 0; i-- {
-		c.fns[i]()
+// end undoes what the connection took, in reverse order of taking.
+func (x *session) end() {
+	s := x.s
+	if x.is != nil {
+		x.is.active.Add(-1)
 	}
+	if x.cs != nil {
+		x.cs.active.Add(-1)
+	}
+	if x.bp != nil {
+		s.helloBf.Put(x.bp)
+		x.bp = nil
+	}
+	s.accessLog(x.c, &x.rec)
+	x.rec.trace.end(&x.rec)
+	s.active.Add(-1)
+	s.lm.openGauge.Dec()
+	s.wg.Done()
+}
+
+// done is the AsyncForwarder's callback: it finishes the connection.
+func (x *session) done(sent, recv int64, err error) {
+	x.s.forwarded(x.cl, x.ep, &x.cc, x.cs, x.is, &x.rec, sent, recv+x.helloLen, err)
+	x.end()
 }
 
 func (s *Server) handle(c *net.TCPConn) {
-	var end cleanups
+	x := &session{s: s, c: c, rec: logRecord{start: time.Now(), flags: "-", details: "-"}}
+	handedOff := false
 	defer func() {
-		if !end.handedOff {
-			end.run()
+		if !handedOff {
+			x.end()
 		}
 	}()
-	end.push(s.wg.Done)
-	end.push(func() {
-		s.active.Add(-1)
-		s.lm.openGauge.Dec()
-	})
-	rec := &logRecord{start: time.Now(), flags: "-", details: "-"}
+	rec := &x.rec
 	rec.trace = s.startTrace()
-	end.push(func() {
-		s.accessLog(c, rec)
-		rec.trace.end(rec)
-	})
 
 	// Phase 1: the ClientHello, bounded in time and bytes.
 	_ = c.SetReadDeadline(rec.start.Add(s.cfg.HelloTimeout))
-	bp := s.helloBf.Get().(*[]byte)
-	end.push(func() {
-		if bp != nil {
-			s.helloBf.Put(bp)
-		}
-	})
-	raw, hello, err := sni.Read(c, *bp)
+	x.bp = s.helloBf.Get().(*[]byte)
+	raw, hello, err := sni.Read(c, *x.bp)
 	if err != nil {
 		s.refuse(c, rec, helloReason(err), err)
 		return
@@ -335,7 +349,7 @@ func (s *Server) handle(c *net.TCPConn) {
 	rec.trace.hello(len(raw), helloDone)
 	cs := s.m.stats.cluster(cl.Name)
 	n := cs.active.Add(1)
-	end.push(func() { cs.active.Add(-1) })
+	x.cs = cs
 	if max := cl.Policy.MaxConnections; max > 0 && n > int64(max) {
 		// DestinationRule connectionPool.tcp.maxConnections: Envoy's
 		// circuit breaker closes the client at once (UO).
@@ -354,7 +368,7 @@ func (s *Server) handle(c *net.TCPConn) {
 	s.lm.setup.Observe(time.Since(helloDone).Seconds())
 	is := s.m.stats.istioFor(cl, &ep, "-")
 	is.active.Add(1)
-	end.push(func() { is.active.Add(-1) })
+	x.is = is
 	cs.total.Add(1)
 	is.opened.Add(1)
 
@@ -369,13 +383,15 @@ func (s *Server) handle(c *net.TCPConn) {
 		return
 	}
 	helloLen := int64(len(raw))
-	s.helloBf.Put(bp)
-	bp = nil
+	s.helloBf.Put(x.bp)
+	x.bp = nil
 
-	// Phase 3: forward until both directions end.
-	ctx, cancel := context.WithCancel(s.ctx)
-	end.push(cancel)
-	cc := &conn{client: c, upstream: up, endpoint: ep.Addr, start: rec.start, cancel: cancel, idle: s.cfg.IdleTimeout, cs: cs, is: is}
+	// Phase 3: forward until both directions end. The forwarder resets
+	// the pair when s.ctx ends (the hard drain deadline); nothing else
+	// cancels one connection, so it gets no context of its own.
+	cc := &x.cc
+	cc.client, cc.upstream, cc.endpoint, cc.start = c, up, ep.Addr, rec.start
+	cc.idle, cc.cs, cc.is = s.cfg.IdleTimeout, cs, is
 	if p := cl.Policy.IdleTimeout; p != 0 {
 		cc.idle = p
 	}
@@ -388,14 +404,12 @@ func (s *Server) handle(c *net.TCPConn) {
 	s.track(cc)
 	if af, ok := s.deps.Forwarder.(AsyncForwarder); ok {
 		// This goroutine ends here; done finishes the connection.
-		end.handedOff = true
-		af.Submit(ctx, c, up, nil, func(sent, recv int64, ferr error) {
-			s.forwarded(cl, ep, cc, cs, is, rec, sent, recv+helloLen, ferr)
-			end.run()
-		})
+		handedOff = true
+		x.cl, x.ep, x.helloLen = cl, ep, helloLen
+		af.Submit(s.ctx, c, up, nil, x.done)
 		return
 	}
-	sent, recv, ferr := s.deps.Forwarder.Forward(ctx, c, up, nil)
+	sent, recv, ferr := s.deps.Forwarder.Forward(s.ctx, c, up, nil)
 	s.forwarded(cl, ep, cc, cs, is, rec, sent, recv+helloLen, ferr)
 }
 
