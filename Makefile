@@ -49,6 +49,8 @@ FORWARDER_PKGS := ./proxy ./cmd/eastwest
 test: deps lint build bench-deps
 	EWBENCH_EASTWEST=$(CURDIR)/$(BIN) $(GO) test $(TESTFLAGS) $(PKGS)
 	for f in sockmap auto; do EASTWEST_TEST_FORWARDER=$$f $(GO) test $(TESTFLAGS) $(FORWARDER_PKGS) || exit 1; done
+	# Allocation counts need a build without the race detector.
+	$(GO) test -count=1 -run '^TestNoAllocation' ./ebpf
 
 # Every benchmark target and mode for a moment: proves the harness works.
 bench-smoke: build bench-deps

@@ -10,6 +10,7 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
+	"unsafe"
 
 	cebpf "github.com/cilium/ebpf"
 	"golang.org/x/sys/unix"
@@ -149,23 +150,82 @@ func (p *pair) waitTaken(i int) error {
 	return ErrClosed
 }
 
-// waitReadable parks on Go's netpoller until src has bytes, EOF or an
-// error, holding no buffer: the callback peeks one byte on the stack.
-func waitReadable(rc syscall.RawConn) error {
-	var b [1]byte
-	var perr error
-	err := rc.Read(func(fd uintptr) bool {
-		_, _, e := unix.Recvfrom(int(fd), b[:], unix.MSG_PEEK|unix.MSG_DONTWAIT)
-		if e == unix.EAGAIN || e == unix.EINTR {
-			return false
-		}
-		perr = e
-		return true
-	})
+// sock is one socket of a direction in the user path, with its netpoller
+// callbacks built once: a closure per wait or per chunk would allocate
+// for every chunk forwarded.
+type sock struct {
+	rc    syscall.RawConn
+	err   error
+	n     int
+	peek  func(fd uintptr) bool // for rc.Read: done once src has bytes, EOF or an error
+	probe func(fd uintptr)      // for rc.Control: n = 1 when bytes or EOF wait, now
+	inq   func(fd uintptr)      // for rc.Control: n = SIOCINQ
+}
+
+func newSock(c *net.TCPConn) (*sock, error) {
+	rc, err := c.SyscallConn()
 	if err != nil {
+		return nil, err
+	}
+	s := &sock{rc: rc}
+	s.peek = func(fd uintptr) bool {
+		switch e := peekByte(fd); e {
+		case unix.EAGAIN, unix.EINTR:
+			return false
+		case 0:
+			s.err = nil
+		default:
+			s.err = e
+		}
+		return true
+	}
+	s.probe = func(fd uintptr) {
+		s.n = 0
+		if peekByte(fd) == 0 {
+			s.n = 1
+		}
+	}
+	s.inq = func(fd uintptr) {
+		n, e := unix.IoctlGetInt(int(fd), unix.SIOCINQ)
+		s.n, s.err = n, nil
+		if e != nil {
+			s.n, s.err = 0, e
+		}
+	}
+	return s, nil
+}
+
+// peekByte is recv(MSG_PEEK|MSG_DONTWAIT) of one byte on the stack; the
+// x/sys wrapper allocates a sockaddr per call.
+func peekByte(fd uintptr) unix.Errno {
+	var b byte
+	_, _, e := unix.Syscall6(unix.SYS_RECVFROM, fd, uintptr(unsafe.Pointer(&b)), 1, unix.MSG_PEEK|unix.MSG_DONTWAIT, 0, 0)
+	return e
+}
+
+// waitReadable parks on Go's netpoller until the socket has bytes, EOF or
+// an error, holding no buffer.
+func (s *sock) waitReadable() error {
+	if err := s.rc.Read(s.peek); err != nil {
 		return err
 	}
-	return perr
+	return s.err
+}
+
+// readable reports, without blocking, whether the socket has bytes or EOF.
+func (s *sock) readable() bool {
+	if s.rc.Control(s.probe) != nil {
+		return false
+	}
+	return s.n == 1
+}
+
+// queued returns SIOCINQ, the bytes readable now.
+func (s *sock) queued() int {
+	if s.rc.Control(s.inq) != nil || s.err != nil {
+		return 0
+	}
+	return s.n
 }
 
 // Bounds of the wait for readability of a socket in the sockmap: short
@@ -175,23 +235,12 @@ const (
 	maxRecheck = 5 * time.Second
 )
 
-// readable reports, without blocking, whether src has bytes or EOF.
-func readable(rc syscall.RawConn) bool {
-	var b [1]byte
-	ok := false
-	_ = rc.Control(func(fd uintptr) {
-		n, _, e := unix.Recvfrom(int(fd), b[:], unix.MSG_PEEK|unix.MSG_DONTWAIT)
-		ok = e == nil && n > 0
-	})
-	return ok
-}
-
 // copyInMap copies one direction of a pair whose sockets stay in the
 // sockmap. It leaves out the spans the verdict marked as fed twice (see
 // skipper). At EOF it makes sure every byte the verdict passed was read:
 // the psock may still be moving the last ones to the socket.
 func (p *pair) copyInMap(i int, src, dst *net.TCPConn, count *atomic.Int64) error {
-	rc, err := src.SyscallConn()
+	ss, err := newSock(src)
 	if err != nil {
 		return err
 	}
@@ -208,10 +257,10 @@ func (p *pair) copyInMap(i int, src, dst *net.TCPConn, count *atomic.Int64) erro
 		// the kick runs the verdict over anything TCP still holds, and
 		// bytes found ready count as a lost wakeup.
 		_ = src.SetReadDeadline(time.Now().Add(wait))
-		err := waitReadable(rc)
+		err := ss.waitReadable()
 		if errors.Is(err, os.ErrDeadlineExceeded) {
 			_ = kick(src)
-			if readable(rc) {
+			if ss.readable() {
 				p.f.lostWakeups.Add(1)
 				p.f.o.Logger.Debug("sockmap: bytes waited without a wakeup", "cookie", srcC)
 			}
@@ -275,6 +324,7 @@ type skipper struct {
 	n      uint64 // next entry
 	cur    forwardSkip
 	have   bool
+	key    forwardSkipKey // lookup buffer: passed by pointer, no marshalling per chunk
 }
 
 // cut returns b, read at offset at of the passed stream, without the
@@ -283,7 +333,11 @@ type skipper struct {
 func (s *skipper) cut(b []byte, at uint64) ([]byte, error) {
 	for {
 		if !s.have {
-			if err := s.k.objs.Skips.Lookup(forwardSkipKey{Cookie: s.cookie, N: s.n}, &s.cur); err != nil {
+			// The lookup runs once per chunk read: unsafe.Pointer
+			// key and value make cilium/ebpf skip its marshalling,
+			// which allocated on every call.
+			s.key = forwardSkipKey{Cookie: s.cookie, N: s.n}
+			if err := s.k.objs.Skips.Lookup(unsafe.Pointer(&s.key), unsafe.Pointer(&s.cur)); err != nil {
 				if errors.Is(err, cebpf.ErrKeyNotExist) {
 					return b, nil
 				}
@@ -341,7 +395,7 @@ func (s *skipper) release() {
 // reads through a pooled buffer, large ones with splice(2) through a
 // pooled pipe. It returns nil at src's EOF.
 func (f *Forwarder) copySplice(src, dst *net.TCPConn, count *atomic.Int64) error {
-	srcRC, err := src.SyscallConn()
+	ss, err := newSock(src)
 	if err != nil {
 		return err
 	}
@@ -349,13 +403,13 @@ func (f *Forwarder) copySplice(src, dst *net.TCPConn, count *atomic.Int64) error
 	if err != nil {
 		return err
 	}
+	sp := newSplicer(f, ss.rc, dstRC)
 	for {
-		if err := waitReadable(srcRC); err != nil {
+		if err := ss.waitReadable(); err != nil {
 			return err
 		}
-		avail, _ := inq(src)
-		if avail >= spliceMin {
-			n, err := f.spliceOnce(srcRC, dstRC, avail)
+		if avail := ss.queued(); avail >= spliceMin {
+			n, err := sp.once(avail)
 			count.Add(n)
 			f.userBytes.Add(n)
 			if err != nil {
@@ -384,47 +438,63 @@ func (f *Forwarder) copySplice(src, dst *net.TCPConn, count *atomic.Int64) error
 	}
 }
 
-// spliceOnce moves up to want readable bytes from src to dst through a
-// pooled pipe.
-func (f *Forwarder) spliceOnce(src, dst syscall.RawConn, want int) (int64, error) {
-	pp, err := f.pipes.get()
-	if err != nil {
-		return 0, err
+// splicer moves one direction's bytes with splice(2) through a pooled
+// pipe, held only for one chunk. Its callbacks are built once per
+// direction, so a chunk allocates nothing.
+type splicer struct {
+	f           *Forwarder
+	src, dst    syscall.RawConn
+	pp          [2]int
+	want        int
+	in, out     int64
+	err         error
+	fill, flush func(fd uintptr) bool
+}
+
+func newSplicer(f *Forwarder, src, dst syscall.RawConn) *splicer {
+	const flags = unix.SPLICE_F_MOVE | unix.SPLICE_F_NONBLOCK
+	sp := &splicer{f: f, src: src, dst: dst}
+	sp.fill = func(fd uintptr) bool {
+		sp.in, sp.err = unix.Splice(int(fd), nil, sp.pp[1], nil, sp.want, flags)
+		return sp.err != unix.EAGAIN
 	}
-	if want > pipeSize {
-		want = pipeSize
-	}
-	var in int64
-	var serr error
-	err = src.Read(func(fd uintptr) bool {
-		in, serr = unix.Splice(int(fd), nil, pp[1], nil, want, unix.SPLICE_F_MOVE|unix.SPLICE_F_NONBLOCK)
-		return serr != unix.EAGAIN
-	})
-	if err == nil {
-		err = serr
-	}
-	if err != nil || in == 0 {
-		f.pipes.put(pp, in == 0)
-		return 0, err
-	}
-	var out int64
-	err = dst.Write(func(fd uintptr) bool {
-		for out < in {
-			n, e := unix.Splice(pp[0], nil, int(fd), nil, int(in-out), unix.SPLICE_F_MOVE|unix.SPLICE_F_NONBLOCK)
+	sp.flush = func(fd uintptr) bool {
+		for sp.out < sp.in {
+			n, e := unix.Splice(sp.pp[0], nil, int(fd), nil, int(sp.in-sp.out), flags)
 			if e == unix.EAGAIN {
 				return false
 			}
 			if e != nil {
-				serr = e
+				sp.err = e
 				return true
 			}
-			out += n
+			sp.out += n
 		}
 		return true
-	})
-	if err == nil {
-		err = serr
 	}
-	f.pipes.put(pp, out == in)
-	return out, err
+	return sp
+}
+
+// once moves up to want readable bytes from src to dst.
+func (sp *splicer) once(want int) (int64, error) {
+	pp, err := sp.f.pipes.get()
+	if err != nil {
+		return 0, err
+	}
+	sp.pp, sp.want, sp.in, sp.out, sp.err = pp, min(want, pipeSize), 0, 0, nil
+	err = sp.src.Read(sp.fill)
+	if err == nil {
+		err = sp.err
+	}
+	if err != nil || sp.in == 0 {
+		sp.f.pipes.put(pp, sp.in == 0)
+		return 0, err
+	}
+	sp.err = nil
+	err = sp.dst.Write(sp.flush)
+	if err == nil {
+		err = sp.err
+	}
+	sp.f.pipes.put(pp, sp.out == sp.in)
+	return sp.out, err
 }

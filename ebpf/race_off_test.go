@@ -1,0 +1,5 @@
+//go:build !race
+
+package ebpf
+
+const raceEnabled = false
