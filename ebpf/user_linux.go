@@ -25,6 +25,37 @@ const (
 // bufPool holds pointers to fixed-size buffers: no allocation per chunk.
 var bufPool = sync.Pool{New: func() any { return new([bufSize]byte) }}
 
+// bigSize is the read size of a handed-off pair in the sockmap once a read
+// fills a small buffer: it cannot splice (pitfall 7), so fewer, larger
+// copies are what is left to save CPU per byte.
+const bigSize = 256 << 10
+
+var bigPool = sync.Pool{New: func() any { return new([bigSize]byte) }}
+
+// chunk is a pooled buffer of either size, held while one read's bytes
+// move.
+type chunk struct {
+	small *[bufSize]byte
+	big   *[bigSize]byte
+}
+
+func getChunk(big bool) (chunk, []byte) {
+	if big {
+		b := bigPool.Get().(*[bigSize]byte)
+		return chunk{big: b}, b[:]
+	}
+	b := bufPool.Get().(*[bufSize]byte)
+	return chunk{small: b}, b[:]
+}
+
+func (c chunk) put() {
+	if c.big != nil {
+		bigPool.Put(c.big)
+	} else {
+		bufPool.Put(c.small)
+	}
+}
+
 // pipePool keeps idle pipes for splice(2) between sockets that are not in
 // the sockmap. A pipe is held only while bytes move.
 type pipePool struct {
@@ -249,6 +280,7 @@ func (p *pair) copyInMap(i int, src, dst *net.TCPConn, count *atomic.Int64) erro
 	sk := skipper{k: p.f.k, cookie: srcC}
 	defer sk.release()
 	wait := minRecheck
+	big := false // the last read filled its buffer: read more at once
 	for {
 		// A socket in a sockmap gets its readiness from the psock, not
 		// from TCP, and a wakeup that never comes would stall the pair
@@ -271,13 +303,14 @@ func (p *pair) copyInMap(i int, src, dst *net.TCPConn, count *atomic.Int64) erro
 			return err
 		}
 		wait = minRecheck
-		b := bufPool.Get().(*[bufSize]byte)
-		n, rerr := src.Read(b[:])
+		ch, b := getChunk(big)
+		n, rerr := src.Read(b)
 		if errors.Is(rerr, os.ErrDeadlineExceeded) {
 			// The bound above ran out between the wait and the read.
-			bufPool.Put(b)
+			ch.put()
 			continue
 		}
+		big = n == len(b) || (big && n > bufSize)
 		if n > 0 {
 			out, serr := sk.cut(b[:n], got)
 			got += uint64(n)
@@ -285,7 +318,7 @@ func (p *pair) copyInMap(i int, src, dst *net.TCPConn, count *atomic.Int64) erro
 			if serr == nil && len(out) > 0 {
 				_, werr = dst.Write(out)
 			}
-			bufPool.Put(b)
+			ch.put()
 			if serr != nil {
 				return serr
 			}
@@ -295,7 +328,7 @@ func (p *pair) copyInMap(i int, src, dst *net.TCPConn, count *atomic.Int64) erro
 			count.Add(int64(len(out)))
 			p.f.userBytes.Add(int64(len(out)))
 		} else {
-			bufPool.Put(b)
+			ch.put()
 		}
 		if errors.Is(rerr, io.EOF) {
 			if got >= p.f.k.stat(srcC).Passed || p.ended.Load() {
