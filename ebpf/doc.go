@@ -39,10 +39,16 @@
 // copying. A sequence gap, or a skip the map cannot hold, resets the pair
 // rather than forward a wrong stream.
 //
-// Splice path (Mode Splice, or the kernel path unavailable): per direction
-// a goroutine parks on Go's netpoller holding no buffer, then copies small
-// reads through pooled buffers and large ones with splice(2) through pooled
-// pipes. Half-close is kept both ways.
+// Splice path (Mode Splice, the kernel path unavailable, or a pair that
+// could not enter the map): a direction with bytes to move has a goroutine
+// that copies small reads through pooled buffers and large ones with
+// splice(2) through pooled pipes, then waits on Go's netpoller holding no
+// buffer. A direction quiet for 250 ms gives up its goroutine: its socket
+// waits, one-shot, in a second private epoll set (the parker) that starts
+// a goroutine when it turns readable. So an idle pair costs its sockets
+// and its state on either path. Half-close is kept both ways. A pair
+// handed off from the kernel path stays in the map and keeps its
+// goroutines (read/write only; 256 KiB reads while they fill).
 //
 // The package must not decide routing, log per connection above debug, or
 // hold global state besides the cached Probe result; metrics come from

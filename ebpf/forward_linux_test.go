@@ -802,3 +802,80 @@ func TestHandedOffPairIdles(t *testing.T) {
 		t.Errorf("%d lost wakeups counted on a pair whose wakeups all came", n)
 	}
 }
+
+// Idle pairs on the splice path give up their goroutines once quiet for
+// parkAfter, wake up when bytes come either way, and leave nothing behind
+// when they close.
+func TestIdleSplicePairsPark(t *testing.T) {
+	const n = 300
+	f := newForwarder(t, Options{Mode: Splice})
+	g := startGateway(t, f, 0)
+	fds0, gr0 := countFDs(t), runtime.NumGoroutine()
+	type end struct{ c, u *net.TCPConn }
+	ends := make([]end, 0, n)
+	for range n {
+		c, err := net.Dial("tcp", g.Addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ends = append(ends, end{c.(*net.TCPConn), <-g.Upstream})
+	}
+	roundTrip := func(round byte) {
+		t.Helper()
+		b := make([]byte, 2)
+		for i, e := range ends {
+			deadline(t, e.c, e.u)
+			if _, err := e.c.Write([]byte{byte(i), round}); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := io.ReadFull(e.u, b); err != nil || b[0] != byte(i) || b[1] != round {
+				t.Fatalf("round %d, pair %d upstream got %v, %v", round, i, b, err)
+			}
+			if _, err := e.u.Write([]byte{round, byte(i)}); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := io.ReadFull(e.c, b); err != nil || b[0] != round || b[1] != byte(i) {
+				t.Fatalf("round %d, pair %d client got %v, %v", round, i, b, err)
+			}
+		}
+	}
+	roundTrip(1)
+	parked := func() bool { return runtime.NumGoroutine() <= gr0+10 }
+	waitFor(t, parked)
+	roundTrip(2) // every direction wakes from the parker
+	waitFor(t, parked)
+	if f.activeUser.Load() != n {
+		t.Fatalf("%d pairs on the user path, want %d", f.activeUser.Load(), n)
+	}
+	// Half the pairs end with a FIN from the client while parked, the
+	// rest with a close from the upstream; each FIN must reach the other
+	// side from a parked direction.
+	for i, e := range ends {
+		if i%2 == 0 {
+			e.c.CloseWrite()
+			if _, err := e.u.Read(make([]byte, 1)); err != io.EOF {
+				t.Fatalf("pair %d: upstream read %v after the client's FIN, want EOF", i, err)
+			}
+			e.u.Close()
+		} else {
+			e.u.Close()
+			if _, err := e.c.Read(make([]byte, 1)); err != io.EOF {
+				t.Fatalf("pair %d: client read %v after the upstream closed, want EOF", i, err)
+			}
+			e.c.Close()
+		}
+	}
+	for range n {
+		g.result(t)
+	}
+	for _, e := range ends {
+		e.c.Close()
+	}
+	waitFor(t, func() bool { return runtime.NumGoroutine() <= gr0+2 && countFDs(t) <= fds0 })
+	f.pk.mu.Lock()
+	left := len(f.pk.dirs)
+	f.pk.mu.Unlock()
+	if left != 0 {
+		t.Fatalf("%d parked directions left after every pair ended", left)
+	}
+}

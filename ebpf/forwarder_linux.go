@@ -34,6 +34,7 @@ type Forwarder struct {
 	refedBytes               atomic.Int64 // bytes the kernel fed twice, left out by user space
 	lostWakeups              atomic.Int64 // in-map reads that found bytes only after their wait timed out
 	pipes                    pipePool
+	pk                       *parker // nil: user-path directions wait on goroutines
 }
 
 // New returns a Forwarder for o. When the kernel path is unavailable (or
@@ -46,7 +47,7 @@ func New(o Options) (*Forwarder, error) {
 	if err != nil {
 		return nil, err
 	}
-	f := &Forwarder{o: o, mode: o.Mode, live: make(map[*pair]struct{}), watch: make(map[context.Context]*ctxWatch)}
+	f := makeForwarder(o, o.Mode)
 	if o.Mode == Splice {
 		if asked != Splice {
 			return f, fmt.Errorf("%w: forced off by %s=splice", ErrNotSupported, EnvForce)
@@ -64,6 +65,18 @@ func New(o Options) (*Forwarder, error) {
 	}
 	f.k = k
 	return f, nil
+}
+
+func makeForwarder(o Options, mode Mode) *Forwarder {
+	f := &Forwarder{o: o, mode: mode, live: make(map[*pair]struct{}), watch: make(map[context.Context]*ctxWatch)}
+	pk, err := newParker(f)
+	if err != nil {
+		// Directions then wait on their goroutines: more memory per
+		// idle pair, same bytes.
+		o.Logger.Warn("user-path parker unavailable", "err", err)
+	}
+	f.pk = pk
+	return f
 }
 
 // Mode reports the policy in force, Splice when the kernel path is off.
@@ -85,7 +98,7 @@ func (f *Forwarder) Forward(ctx context.Context, client, upstream *net.TCPConn, 
 		err            error
 	}
 	ch := make(chan result, 1)
-	p := f.submit(nil, client, upstream, peeked, func(s, r int64, err error) { ch <- result{s, r, err} })
+	p := f.submit(context.Background(), client, upstream, peeked, func(s, r int64, err error) { ch <- result{s, r, err} })
 	select {
 	case res := <-ch:
 		return res.sent, res.received, res.err
@@ -155,11 +168,11 @@ func (f *Forwarder) abortCtx(ctx context.Context) {
 	}
 }
 
-// submit starts p. A ctx that can end resets the pair when it does; nil
-// or a context that never ends does not.
+// submit starts p. A ctx that can end resets the pair when it does; one
+// that never ends (Forward passes context.Background) does not.
 func (f *Forwarder) submit(ctx context.Context, client, upstream *net.TCPConn, peeked []byte, done func(sent, received int64, err error)) *pair {
 	p := &pair{f: f, client: client, upstream: upstream, peeked: int64(len(peeked)), done: done}
-	if ctx != nil && ctx.Done() != nil {
+	if ctx.Done() != nil {
 		p.ctx = ctx
 	}
 	f.mu.Lock()
@@ -222,6 +235,10 @@ func (f *Forwarder) Close() error {
 		ps = append(ps, p)
 	}
 	f.mu.Unlock()
+	if f.pk != nil {
+		// Before the aborts: no direction is resumed once Close waits.
+		f.pk.stop()
+	}
 	for _, p := range ps {
 		p.abort(ErrClosed)
 	}

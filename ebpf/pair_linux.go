@@ -26,6 +26,7 @@ type pair struct {
 	inMap    bool   // the sockets are in sock_hash (until closed)
 	inKernel bool   // watched by the kernel goroutine; guarded by kernel.mu
 	dirs     [2]kdir
+	u        [2]*udir // splice-path directions, once on that path
 
 	userSent, userRecv atomic.Int64
 	userLeft           atomic.Int32
@@ -81,6 +82,9 @@ func (p *pair) finish(err error, reset bool) {
 			f.activeKernel.Add(-1)
 		} else {
 			f.activeUser.Add(-1)
+		}
+		if f.pk != nil && p.u[0] != nil {
+			f.pk.forget(p)
 		}
 		f.mu.Lock()
 		delete(f.live, p)

@@ -26,7 +26,7 @@ func selfTest() error {
 		return err
 	}
 	o.Mode = Sockmap
-	f := &Forwarder{o: o, mode: Sockmap, live: make(map[*pair]struct{})}
+	f := makeForwarder(o, Sockmap)
 	k, err := newKernel(f)
 	if err != nil {
 		return fmt.Errorf("%w: %w", ErrNotSupported, err)

@@ -123,29 +123,47 @@ func (f *Forwarder) startUser(p *pair, inMap bool) {
 		if inMap && p.dirs[i].shut {
 			continue
 		}
-		f.wg.Add(1)
-		go p.userDir(i, inMap)
+		if inMap {
+			f.wg.Add(1)
+			go p.userDir(i)
+			continue
+		}
+		d, err := p.newUdir(i)
+		if err != nil {
+			p.finish(err, true)
+			return
+		}
+		p.u[i] = d
+	}
+	if !inMap {
+		f.wg.Add(2)
+		go p.u[0].run()
+		go p.u[1].run()
 	}
 }
 
-func (p *pair) userDir(i int, inMap bool) {
+// userDir copies direction i of a pair whose sockets stay in the sockmap.
+func (p *pair) userDir(i int) {
 	defer p.f.wg.Done()
 	src, dst, count := p.client, p.upstream, &p.userRecv
 	if i == 1 {
 		src, dst, count = p.upstream, p.client, &p.userSent
 	}
-	var err error
-	if inMap {
-		if err = p.waitTaken(i); err == nil {
-			err = p.copyInMap(i, src, dst, count)
-		}
-	} else {
-		err = p.f.copySplice(src, dst, count)
-	}
+	err := p.waitTaken(i)
 	if err == nil {
-		err = dst.CloseWrite()
+		err = p.copyInMap(i, src, dst, count)
 	}
 	if err != nil {
+		p.finish(err, true)
+		return
+	}
+	p.dirDone(dst)
+}
+
+// dirDone ends a direction whose source sent its FIN: the FIN goes on to
+// dst, and the last direction to end finishes the pair.
+func (p *pair) dirDone(dst *net.TCPConn) {
+	if err := dst.CloseWrite(); err != nil {
 		p.finish(err, true)
 		return
 	}
@@ -420,53 +438,6 @@ func (s *skipper) release() {
 	for n := s.n; ; n++ {
 		if s.k.objs.Skips.Delete(forwardSkipKey{Cookie: s.cookie, N: n}) != nil {
 			return
-		}
-	}
-}
-
-// copySplice copies src to dst for sockets outside the sockmap: small
-// reads through a pooled buffer, large ones with splice(2) through a
-// pooled pipe. It returns nil at src's EOF.
-func (f *Forwarder) copySplice(src, dst *net.TCPConn, count *atomic.Int64) error {
-	ss, err := newSock(src)
-	if err != nil {
-		return err
-	}
-	dstRC, err := dst.SyscallConn()
-	if err != nil {
-		return err
-	}
-	sp := newSplicer(f, ss.rc, dstRC)
-	for {
-		if err := ss.waitReadable(); err != nil {
-			return err
-		}
-		if avail := ss.queued(); avail >= spliceMin {
-			n, err := sp.once(avail)
-			count.Add(n)
-			f.userBytes.Add(n)
-			if err != nil {
-				return err
-			}
-			continue
-		}
-		b := bufPool.Get().(*[bufSize]byte)
-		n, rerr := src.Read(b[:])
-		if n > 0 {
-			_, werr := dst.Write(b[:n])
-			if werr != nil {
-				bufPool.Put(b)
-				return werr
-			}
-			count.Add(int64(n))
-			f.userBytes.Add(int64(n))
-		}
-		bufPool.Put(b)
-		if errors.Is(rerr, io.EOF) {
-			return nil
-		}
-		if rerr != nil {
-			return rerr
 		}
 	}
 }
