@@ -93,109 +93,126 @@ func TestFastStreamExact(t *testing.T) {
 	for _, m := range modes {
 		for _, conns := range []int{1, 8} {
 			t.Run(fmt.Sprintf("%s/%dconns", m.name, conns), func(t *testing.T) {
-				// A 1 MiB cap makes the hand-off certain even when the
-				// race detector slows everything.
-				f := newForwarder(t, Options{Mode: m.mode, QueueCap: 1 << 20})
-				up := listen(t)
-				front := listen(t)
-				t.Cleanup(func() { front.Close(); up.Close() })
-				head := randomBytes(t, headLen)
-				// Before the fix a 2.5 s stream duplicated 65,483 bytes
-				// (one MSS on loopback) in every run of each kernel mode.
-				dur := 2500 * time.Millisecond
-				if conns > 1 || m.mode == Splice {
-					dur = time.Second
-				}
-				var wg sync.WaitGroup
-				errs := make(chan error, 3*conns)
-				// One token per head the upstream got: the gateway has
-				// called Forward, the pair is about to enter the map.
-				started := make(chan struct{}, conns)
-				// Gateway: exact-length head read, upstream dial, Forward.
-				wg.Add(1)
-				go func() {
-					defer wg.Done()
-					for range conns {
-						c, err := front.AcceptTCP()
-						if err != nil {
-							errs <- err
-							return
-						}
-						wg.Add(1)
-						go func() {
-							defer wg.Done()
-							if err := streamGateway(f, c, up.Addr().(*net.TCPAddr), headLen); err != nil {
-								errs <- fmt.Errorf("gateway: %w", err)
-							}
-						}()
+				// A stream too slow to pass the queue cap (a loaded
+				// machine: the race detector and other tests share two
+				// cores) checks the kernel path but not the hand-off:
+				// then it runs again, up to three times.
+				for attempt := 1; ; attempt++ {
+					handoffs := streamExactOnce(t, m.mode, conns, headLen)
+					if m.mode == Splice || handoffs > 0 || t.Failed() {
+						return
 					}
-				}()
-				// Upstream readers: head first, then the checked stream.
-				for range conns {
-					wg.Add(1)
-					go func() {
-						defer wg.Done()
-						u, err := up.AcceptTCP()
-						if err != nil {
-							errs <- err
-							return
-						}
-						defer u.Close()
-						_ = u.SetDeadline(time.Now().Add(30 * time.Second))
-						got := make([]byte, headLen)
-						if _, err := io.ReadFull(u, got); err != nil || string(got) != string(head) {
-							errs <- fmt.Errorf("upstream: head: %v", err)
-							return
-						}
-						started <- struct{}{}
-						ck := &streamChecker{badAt: -1}
-						buf := make([]byte, 256<<10)
-						if _, err := io.CopyBuffer(ck, &stutter{r: u}, buf); err != nil {
-							errs <- fmt.Errorf("upstream read after %d bytes: %w", ck.pos, err)
-							return
-						}
-						var out [8]byte
-						binary.BigEndian.PutUint64(out[:], uint64(ck.pos))
-						if ck.badAt >= 0 {
-							errs <- fmt.Errorf("stream differs from offset %d on (%d bytes in all): found the bytes of offset %d there (%+d): %x",
-								ck.badAt, ck.pos, ck.source(), ck.source()-ck.badAt, ck.bad)
-						}
-						_, _ = u.Write(out[:])
-					}()
-				}
-				// Clients: head and the first chunk in one write, then a
-				// stream until the deadline, half-close, read the count.
-				for i := range conns {
-					wg.Add(1)
-					go func() {
-						defer wg.Done()
-						// Most streams start once the pair is in place (more
-						// than drainMax queued before insertion keeps a pair
-						// out of the kernel); one in four races insertion.
-						var ready <-chan struct{}
-						if i%4 != 3 {
-							ready = started
-						}
-						if err := streamClient(front.Addr().(*net.TCPAddr), head, ready, dur); err != nil {
-							errs <- fmt.Errorf("client: %w", err)
-						}
-					}()
-				}
-				wg.Wait()
-				close(errs)
-				if k := f.k; k != nil {
-					t.Logf("kernel path redirected %d bytes; user space copied %d; hand-offs: %d queue-cap, %d bulk; %d bytes fed twice by the kernel, left out",
-						k.doneRed[0].Load(), f.userBytes.Load(), f.handoffCap.Load(), f.handoffBulk.Load(), f.refedBytes.Load())
-				}
-				for err := range errs {
-					t.Error(err)
-				}
-				if m.mode != Splice && f.handoffCap.Load()+f.handoffBulk.Load() == 0 {
-					t.Error("no hand-off to user space: the test did not cover it")
+					if attempt == 3 {
+						t.Fatal("no hand-off to user space in 3 runs: the test did not cover it")
+					}
+					t.Logf("run %d: no hand-off to user space; again", attempt)
 				}
 			})
 		}
 	}
+}
+
+// streamExactOnce is one run of TestFastStreamExact; it returns the
+// number of hand-offs to user space.
+func streamExactOnce(t *testing.T, mode Mode, conns, headLen int) int64 {
+	// A 1 MiB cap makes the hand-off likely even when the
+	// race detector slows everything.
+	f := newForwarder(t, Options{Mode: mode, QueueCap: 1 << 20})
+	up := listen(t)
+	front := listen(t)
+	t.Cleanup(func() { front.Close(); up.Close() })
+	head := randomBytes(t, headLen)
+	// Before the fix a 2.5 s stream duplicated 65,483 bytes
+	// (one MSS on loopback) in every run of each kernel mode.
+	dur := 2500 * time.Millisecond
+	if conns > 1 || mode == Splice {
+		dur = time.Second
+	}
+	var wg sync.WaitGroup
+	errs := make(chan error, 3*conns)
+	// One token per head the upstream got: the gateway has
+	// called Forward, the pair is about to enter the map.
+	started := make(chan struct{}, conns)
+	// Gateway: exact-length head read, upstream dial, Forward.
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for range conns {
+			c, err := front.AcceptTCP()
+			if err != nil {
+				errs <- err
+				return
+			}
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				if err := streamGateway(f, c, up.Addr().(*net.TCPAddr), headLen); err != nil {
+					errs <- fmt.Errorf("gateway: %w", err)
+				}
+			}()
+		}
+	}()
+	// Upstream readers: head first, then the checked stream.
+	for range conns {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			u, err := up.AcceptTCP()
+			if err != nil {
+				errs <- err
+				return
+			}
+			defer u.Close()
+			_ = u.SetDeadline(time.Now().Add(30 * time.Second))
+			got := make([]byte, headLen)
+			if _, err := io.ReadFull(u, got); err != nil || string(got) != string(head) {
+				errs <- fmt.Errorf("upstream: head: %v", err)
+				return
+			}
+			started <- struct{}{}
+			ck := &streamChecker{badAt: -1}
+			buf := make([]byte, 256<<10)
+			if _, err := io.CopyBuffer(ck, &stutter{r: u}, buf); err != nil {
+				errs <- fmt.Errorf("upstream read after %d bytes: %w", ck.pos, err)
+				return
+			}
+			var out [8]byte
+			binary.BigEndian.PutUint64(out[:], uint64(ck.pos))
+			if ck.badAt >= 0 {
+				errs <- fmt.Errorf("stream differs from offset %d on (%d bytes in all): found the bytes of offset %d there (%+d): %x",
+					ck.badAt, ck.pos, ck.source(), ck.source()-ck.badAt, ck.bad)
+			}
+			_, _ = u.Write(out[:])
+		}()
+	}
+	// Clients: head and the first chunk in one write, then a
+	// stream until the deadline, half-close, read the count.
+	for i := range conns {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			// Most streams start once the pair is in place (more
+			// than drainMax queued before insertion keeps a pair
+			// out of the kernel); one in four races insertion.
+			var ready <-chan struct{}
+			if i%4 != 3 {
+				ready = started
+			}
+			if err := streamClient(front.Addr().(*net.TCPAddr), head, ready, dur); err != nil {
+				errs <- fmt.Errorf("client: %w", err)
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	if k := f.k; k != nil {
+		t.Logf("kernel path redirected %d bytes; user space copied %d; hand-offs: %d queue-cap, %d bulk; %d bytes fed twice by the kernel, left out",
+			k.doneRed[0].Load(), f.userBytes.Load(), f.handoffCap.Load(), f.handoffBulk.Load(), f.refedBytes.Load())
+	}
+	for err := range errs {
+		t.Error(err)
+	}
+	return f.handoffCap.Load() + f.handoffBulk.Load()
 }
 
 // stutter reads like a busy peer: fast, with a short stall every 32 MiB,
