@@ -565,6 +565,30 @@ func waitFor(t testing.TB, cond func() bool) {
 	t.Fatalf("condition never held: goroutines %d fds %d", runtime.NumGoroutine(), countFDs(t))
 }
 
+// rawPair connects a client to front and the gateway to back, for tests
+// that hand the middle two conns to the forwarder themselves. The client
+// and server ends close with the test.
+func rawPair(t *testing.T, front, back *net.TCPListener) (client, gw, up, srv *net.TCPConn) {
+	t.Helper()
+	client, err := net.DialTCP("tcp", nil, front.Addr().(*net.TCPAddr))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { client.Close() })
+	if gw, err = front.AcceptTCP(); err != nil {
+		t.Fatal(err)
+	}
+	if up, err = net.DialTCP("tcp", nil, back.Addr().(*net.TCPAddr)); err != nil {
+		t.Fatal(err)
+	}
+	if srv, err = back.AcceptTCP(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { srv.Close() })
+	deadline(t, client, srv)
+	return client, gw, up, srv
+}
+
 // Forward blocks until the pair ends; ctx cancellation ends it at once.
 func TestForwardCancel(t *testing.T) {
 	for _, m := range modes {
@@ -573,19 +597,7 @@ func TestForwardCancel(t *testing.T) {
 			front, back := listen(t), listen(t)
 			defer front.Close()
 			defer back.Close()
-			c, err := net.DialTCP("tcp", nil, front.Addr().(*net.TCPAddr))
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer c.Close()
-			gw, _ := front.AcceptTCP()
-			up, err := net.DialTCP("tcp", nil, back.Addr().(*net.TCPAddr))
-			if err != nil {
-				t.Fatal(err)
-			}
-			srv, _ := back.AcceptTCP()
-			defer srv.Close()
-			deadline(t, c, srv)
+			c, gw, up, srv := rawPair(t, front, back)
 			ctx, cancel := context.WithCancel(context.Background())
 			done := make(chan result, 1)
 			go func() {
@@ -684,19 +696,7 @@ func TestSubmitCancel(t *testing.T) {
 			clients := make([]*net.TCPConn, n)
 			servers := make([]*net.TCPConn, n)
 			for i := range n {
-				c, err := net.DialTCP("tcp", nil, front.Addr().(*net.TCPAddr))
-				if err != nil {
-					t.Fatal(err)
-				}
-				defer c.Close()
-				gw, _ := front.AcceptTCP()
-				up, err := net.DialTCP("tcp", nil, back.Addr().(*net.TCPAddr))
-				if err != nil {
-					t.Fatal(err)
-				}
-				srv, _ := back.AcceptTCP()
-				defer srv.Close()
-				deadline(t, c, srv)
+				c, gw, up, srv := rawPair(t, front, back)
 				clients[i], servers[i] = c, srv
 				f.Submit(ctx, gw, up, nil, func(s, r int64, err error) { done <- result{s, r, err} })
 			}

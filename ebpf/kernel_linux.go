@@ -23,10 +23,9 @@ const (
 // kernel owns the verdict program, its maps, the private epoll set and
 // the one goroutine that watches every pair in the kernel path.
 type kernel struct {
-	f      *Forwarder
-	objs   forwardObjects
-	epfd   int
-	wakefd int
+	f    *Forwarder
+	objs forwardObjects
+	wakeEpoll
 
 	mu     sync.Mutex
 	nextID uint64
@@ -54,22 +53,9 @@ func newKernel(f *Forwarder) (*kernel, error) {
 		return nil, fmt.Errorf("attach verdict program: %w", err)
 	}
 	var err error
-	if k.epfd, err = unix.EpollCreate1(unix.EPOLL_CLOEXEC); err != nil {
+	if k.wakeEpoll, err = newWakeEpoll(); err != nil {
 		k.objs.Close()
-		return nil, fmt.Errorf("epoll_create1: %w", err)
-	}
-	if k.wakefd, err = unix.Eventfd(0, unix.EFD_CLOEXEC|unix.EFD_NONBLOCK); err != nil {
-		unix.Close(k.epfd)
-		k.objs.Close()
-		return nil, fmt.Errorf("eventfd: %w", err)
-	}
-	ev := unix.EpollEvent{Events: unix.EPOLLIN}
-	putID(&ev, 0, 0)
-	if err := unix.EpollCtl(k.epfd, unix.EPOLL_CTL_ADD, k.wakefd, &ev); err != nil {
-		unix.Close(k.wakefd)
-		unix.Close(k.epfd)
-		k.objs.Close()
-		return nil, fmt.Errorf("epoll_ctl eventfd: %w", err)
+		return nil, err
 	}
 	go k.run()
 	return k, nil
@@ -87,12 +73,9 @@ func getID(ev *unix.EpollEvent) (uint64, int) {
 }
 
 func (k *kernel) close() error {
-	var one [8]byte
-	one[0] = 1
-	_, _ = unix.Write(k.wakefd, one[:])
+	k.wake()
 	<-k.stopped
-	unix.Close(k.wakefd)
-	unix.Close(k.epfd)
+	k.wakeEpoll.close()
 	err := link.RawDetachProgram(link.RawDetachProgramOptions{Target: k.objs.SockHash.FD(),
 		Program: k.objs.StreamVerdict, Attach: cebpf.AttachSkSKBStreamVerdict})
 	if cerr := k.objs.Close(); err == nil {
@@ -219,12 +202,6 @@ func (k *kernel) add(p *pair) error {
 	return nil
 }
 
-func (k *kernel) wake() {
-	var one [8]byte
-	one[0] = 1
-	_, _ = unix.Write(k.wakefd, one[:])
-}
-
 // setStop closes the gate of both directions and waits, through the
 // socket lock, for every verdict already running.
 func (k *kernel) setStop(p *pair) {
@@ -323,8 +300,7 @@ func (k *kernel) run() {
 		for i := 0; i < n; i++ {
 			id, side := getID(&events[i])
 			if id == 0 {
-				var b [8]byte
-				_, _ = unix.Read(k.wakefd, b[:])
+				k.drainWake()
 				if k.f.isClosed() {
 					k.mu.Unlock()
 					return

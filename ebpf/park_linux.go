@@ -18,9 +18,8 @@ import (
 // pair on the splice path costs its two sockets and a little heap, as in
 // the kernel path, not two parked goroutines.
 type parker struct {
-	f      *Forwarder
-	epfd   int
-	wakefd int
+	f *Forwarder
+	wakeEpoll
 
 	mu     sync.Mutex
 	closed bool
@@ -30,23 +29,11 @@ type parker struct {
 }
 
 func newParker(f *Forwarder) (*parker, error) {
-	epfd, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
+	w, err := newWakeEpoll()
 	if err != nil {
 		return nil, err
 	}
-	wakefd, err := unix.Eventfd(0, unix.EFD_CLOEXEC|unix.EFD_NONBLOCK)
-	if err != nil {
-		unix.Close(epfd)
-		return nil, err
-	}
-	ev := unix.EpollEvent{Events: unix.EPOLLIN}
-	putID(&ev, 0, 0)
-	if err := unix.EpollCtl(epfd, unix.EPOLL_CTL_ADD, wakefd, &ev); err != nil {
-		unix.Close(wakefd)
-		unix.Close(epfd)
-		return nil, err
-	}
-	pk := &parker{f: f, epfd: epfd, wakefd: wakefd, dirs: make(map[uint64]*udir), done: make(chan struct{})}
+	pk := &parker{f: f, wakeEpoll: w, dirs: make(map[uint64]*udir), done: make(chan struct{})}
 	go pk.run()
 	return pk, nil
 }
@@ -61,12 +48,9 @@ func (pk *parker) stop() {
 	}
 	pk.closed = true
 	pk.mu.Unlock()
-	var one [8]byte
-	one[0] = 1
-	_, _ = unix.Write(pk.wakefd, one[:])
+	pk.wake()
 	<-pk.done
-	unix.Close(pk.wakefd)
-	unix.Close(pk.epfd)
+	pk.wakeEpoll.close()
 }
 
 func (pk *parker) run() {
@@ -90,8 +74,7 @@ func (pk *parker) run() {
 		for i := 0; i < n; i++ {
 			id, _ := getID(&events[i])
 			if id == 0 {
-				var b [8]byte
-				_, _ = unix.Read(pk.wakefd, b[:])
+				pk.drainWake()
 				continue
 			}
 			if d := pk.dirs[id]; d != nil {
