@@ -495,6 +495,23 @@ func countFDs(t testing.TB) int {
 	return len(es)
 }
 
+// pairEnds are the client and upstream ends of one pair through g.
+type pairEnds struct{ c, u *net.TCPConn }
+
+// openPairs opens n pairs through g, one at a time; the caller closes them.
+func (g *gateway) openPairs(t *testing.T, n int) []pairEnds {
+	t.Helper()
+	ends := make([]pairEnds, 0, n)
+	for range n {
+		c, err := net.Dial("tcp", g.Addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ends = append(ends, pairEnds{c.(*net.TCPConn), <-g.Upstream})
+	}
+	return ends
+}
+
 // Many idle pairs in the kernel path cost no goroutine each, and closing
 // them leaves no map entry, fd or goroutine behind.
 func TestManyPairsNoGoroutines(t *testing.T) {
@@ -502,15 +519,7 @@ func TestManyPairsNoGoroutines(t *testing.T) {
 	f := newForwarder(t, Options{Mode: Sockmap})
 	g := startGateway(t, f, 0)
 	fds0, gr0 := countFDs(t), runtime.NumGoroutine()
-	type end struct{ c, u *net.TCPConn }
-	ends := make([]end, 0, n)
-	for range n {
-		c, err := net.Dial("tcp", g.Addr)
-		if err != nil {
-			t.Fatal(err)
-		}
-		ends = append(ends, end{c.(*net.TCPConn), <-g.Upstream})
-	}
+	ends := g.openPairs(t, n)
 	// One round trip per pair proves each is forwarding.
 	for i, e := range ends {
 		deadline(t, e.c, e.u)
@@ -811,15 +820,7 @@ func TestIdleSplicePairsPark(t *testing.T) {
 	f := newForwarder(t, Options{Mode: Splice})
 	g := startGateway(t, f, 0)
 	fds0, gr0 := countFDs(t), runtime.NumGoroutine()
-	type end struct{ c, u *net.TCPConn }
-	ends := make([]end, 0, n)
-	for range n {
-		c, err := net.Dial("tcp", g.Addr)
-		if err != nil {
-			t.Fatal(err)
-		}
-		ends = append(ends, end{c.(*net.TCPConn), <-g.Upstream})
-	}
+	ends := g.openPairs(t, n)
 	roundTrip := func(round byte) {
 		t.Helper()
 		b := make([]byte, 2)
