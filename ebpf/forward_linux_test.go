@@ -13,6 +13,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -69,6 +70,9 @@ type gateway struct {
 	Upstream chan *net.TCPConn
 	Done     chan result
 	Delay    time.Duration // before Submit, so client bytes queue first
+	// submitted holds the gateway-side address of each upstream conn
+	// whose Submit has returned, so dial can wait for the insertion.
+	submitted sync.Map
 }
 
 func startGateway(t testing.TB, f *Forwarder, delay time.Duration) *gateway {
@@ -106,6 +110,7 @@ func startGateway(t testing.TB, f *Forwarder, delay time.Duration) *gateway {
 				time.Sleep(g.Delay)
 			}
 			f.Submit(context.Background(), c, u, nil, func(s, r int64, err error) { g.Done <- result{s, r, err} })
+			g.submitted.Store(u.LocalAddr().String(), true)
 		}
 	}()
 	t.Cleanup(func() {
@@ -125,7 +130,9 @@ func listen(t testing.TB) *net.TCPListener {
 	return ln
 }
 
-// dial returns the client end and the upstream end of a new pair.
+// dial returns the client end and the upstream end of a new pair, once
+// Submit has returned for it: bytes the test writes next meet the path
+// the forwarder chose, not the pre-insertion drain.
 func (g *gateway) dial(t testing.TB) (*net.TCPConn, *net.TCPConn) {
 	t.Helper()
 	c, err := net.Dial("tcp", g.Addr)
@@ -133,14 +140,21 @@ func (g *gateway) dial(t testing.TB) (*net.TCPConn, *net.TCPConn) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { c.Close() })
+	var u *net.TCPConn
 	select {
-	case u := <-g.Upstream:
+	case u = <-g.Upstream:
 		t.Cleanup(func() { u.Close() })
-		return c.(*net.TCPConn), u
 	case <-time.After(5 * time.Second):
 		t.Fatal("upstream connection never arrived")
 	}
-	return nil, nil
+	for end := time.Now().Add(5 * time.Second); ; time.Sleep(time.Millisecond) {
+		if _, ok := g.submitted.LoadAndDelete(u.RemoteAddr().String()); ok {
+			return c.(*net.TCPConn), u
+		}
+		if time.Now().After(end) {
+			t.Fatal("Submit never returned for the pair")
+		}
+	}
 }
 
 func (g *gateway) result(t testing.TB) result {
@@ -759,40 +773,53 @@ func TestHandedOffPairIdles(t *testing.T) {
 	g := startGateway(t, f, 0)
 	c, u := g.dial(t)
 	deadline(t, c, u)
+	// The reader stays stalled until the pair is over its cap: a reader
+	// that keeps up lets the kernel path carry everything, and the test
+	// would never reach the in-map user path. The writer goes on until the
+	// hand-off, since loopback buffers can absorb several MiB first.
+	start := make(chan struct{})
 	sum := make(chan []byte, 1)
-	var idle sync.WaitGroup
-	idle.Add(1)
+	var got atomic.Int64
 	go func() {
+		<-start
 		h := sha256.New()
 		buf := make([]byte, 64<<10)
-		var got int64
-		paused := false
 		for {
 			n, err := u.Read(buf)
 			h.Write(buf[:n])
-			got += int64(n)
-			if !paused && got >= 4<<20 {
-				paused = true
-				idle.Done()
-			}
+			got.Add(int64(n))
 			if err != nil {
 				sum <- h.Sum(nil)
 				return
 			}
 		}
 	}()
+	if f.activeKernel.Load() != 1 {
+		t.Fatal("the pair is not in the kernel path")
+	}
 	chunk := randomBytes(t, 256<<10)
-	h := sha256.New()
-	for range 16 { // 4 MiB: far over the cap, so the pair is handed off
-		if _, err := c.Write(chunk); err != nil {
-			t.Fatal(err)
+	wrote := make(chan error, 1)
+	var chunks int
+	go func() {
+		defer close(wrote)
+		for f.handoffCap.Load() == 0 && chunks < 256 {
+			if _, err := c.Write(chunk); err != nil {
+				wrote <- err
+				return
+			}
+			chunks++
 		}
+	}()
+	waitFor(t, func() bool { return f.handoffCap.Load() != 0 })
+	close(start)
+	if err := <-wrote; err != nil {
+		t.Fatal(err)
+	}
+	h := sha256.New()
+	for range chunks {
 		h.Write(chunk)
 	}
-	idle.Wait()
-	if f.handoffCap.Load() == 0 {
-		t.Fatal("no hand-off: the test did not cover the in-map user path")
-	}
+	waitFor(t, func() bool { return got.Load() == int64(chunks*len(chunk)) })
 	time.Sleep(4 * minRecheck)
 	tail := randomBytes(t, 1000)
 	if _, err := c.Write(tail); err != nil {
