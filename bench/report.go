@@ -65,8 +65,13 @@ type Metric struct {
 	Mode, Title string
 	Lower       bool // lower is better
 	ProxyOnly   bool // meaningless without a proxy process (direct)
-	Digits      int
-	Get         func(*LoadResult) (float64, bool)
+	// Delta marks a difference of two readings of the proxy (after minus
+	// before holding the connections). It can come out below zero when
+	// the rest of the process shrinks meanwhile (Go's scavenger returning
+	// pages), which a smoke run's few connections cannot outweigh.
+	Delta  bool
+	Digits int
+	Get    func(*LoadResult) (float64, bool)
 }
 
 func rtt(f func(*Latency) float64) func(*LoadResult) (float64, bool) {
@@ -99,9 +104,9 @@ var Metrics = []Metric{
 	{Mode: "connrate", Title: "proxy CPU us/conn", Lower: true, ProxyOnly: true, Get: func(r *LoadResult) (float64, bool) { return r.CPUMicrosPerConn, true }},
 	{Mode: "connrate-tls", Title: "TLS 1.3 conn/s", Get: func(r *LoadResult) (float64, bool) { return r.ConnPerSec, true }},
 	{Mode: "connrate-tls", Title: "TLS setup p99 us", Lower: true, Get: setup(func(l *Latency) float64 { return l.P99 })},
-	{Mode: "idle", Title: "idle KiB/conn", Lower: true, ProxyOnly: true, Digits: 1, Get: func(r *LoadResult) (float64, bool) { return r.PSSKiBPerConn, true }},
-	{Mode: "idle", Title: "idle fds/conn", Lower: true, ProxyOnly: true, Digits: 1, Get: func(r *LoadResult) (float64, bool) { return r.FDsPerConn, true }},
-	{Mode: "idle", Title: "goroutines/conn", Lower: true, ProxyOnly: true, Digits: 1, Get: func(r *LoadResult) (float64, bool) {
+	{Mode: "idle", Title: "idle KiB/conn", Lower: true, ProxyOnly: true, Delta: true, Digits: 1, Get: func(r *LoadResult) (float64, bool) { return r.PSSKiBPerConn, true }},
+	{Mode: "idle", Title: "idle fds/conn", Lower: true, ProxyOnly: true, Delta: true, Digits: 1, Get: func(r *LoadResult) (float64, bool) { return r.FDsPerConn, true }},
+	{Mode: "idle", Title: "goroutines/conn", Lower: true, ProxyOnly: true, Delta: true, Digits: 1, Get: func(r *LoadResult) (float64, bool) {
 		return r.GoroutinesPerConn, r.Goroutines > 0
 	}},
 }
