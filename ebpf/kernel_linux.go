@@ -41,6 +41,11 @@ type kernel struct {
 	stopped chan struct{}
 }
 
+// insertGap, when a test sets it, is a pause in nanoseconds between the
+// upstream's and the client's insertion: it widens the window in which
+// upstream bytes are passed and the pair starts in the in-map user path.
+var insertGap atomic.Int64
+
 func newKernel(f *Forwarder) (*kernel, error) {
 	k := &kernel{f: f, pairs: make(map[uint64]*pair), dirs: make(map[uint64]*kdir),
 		keys: make([]uint64, 512), vals: make([]forwardStat, 512), stopped: make(chan struct{})}
@@ -164,6 +169,9 @@ func (k *kernel) add(p *pair) error {
 	if err := control(p.upstream, func(fd int) error { return k.objs.SockHash.Put(p.uc, uint64(fd)) }); err != nil {
 		undo()
 		return fmt.Errorf("%w: insert upstream: %w", errFallback, err)
+	}
+	if gap := insertGap.Load(); gap > 0 {
+		time.Sleep(time.Duration(gap))
 	}
 	if err := control(p.client, func(fd int) error { return k.objs.SockHash.Put(p.cc, uint64(fd)) }); err != nil {
 		// The upstream is in the map for good; with no peer entry active
