@@ -766,13 +766,14 @@ func TestSubmitCancel(t *testing.T) {
 }
 
 // A pair handed to user space while its sockets stay in the sockmap, then
-// idle for longer than several bounded waits, still forwards what comes
-// next, and the normal wakeups are not counted as lost.
+// idle, gives up its goroutines, still forwards what comes next, and the
+// normal wakeups are not counted as lost.
 func TestHandedOffPairIdles(t *testing.T) {
 	f := newForwarder(t, Options{Mode: Sockmap, QueueCap: 64 << 10})
 	g := startGateway(t, f, 0)
 	c, u := g.dial(t)
 	deadline(t, c, u)
+	gr0 := runtime.NumGoroutine() // the pair is in the kernel path: none of its own
 	// The reader stays stalled until the pair is over its cap: a reader
 	// that keeps up lets the kernel path carry everything, and the test
 	// would never reach the in-map user path. The writer goes on until the
@@ -820,7 +821,8 @@ func TestHandedOffPairIdles(t *testing.T) {
 		h.Write(chunk)
 	}
 	waitFor(t, func() bool { return got.Load() == int64(chunks*len(chunk)) })
-	time.Sleep(4 * minRecheck)
+	// The test's reader is the one goroutine left.
+	waitFor(t, func() bool { return runtime.NumGoroutine() <= gr0+1 })
 	tail := randomBytes(t, 1000)
 	if _, err := c.Write(tail); err != nil {
 		t.Fatal(err)

@@ -83,7 +83,7 @@ func (p *pair) finish(err error, reset bool) {
 		} else {
 			f.activeUser.Add(-1)
 		}
-		if f.pk != nil && p.u[0] != nil {
+		if f.pk != nil && (p.u[0] != nil || p.u[1] != nil) {
 			f.pk.forget(p)
 		}
 		f.mu.Lock()

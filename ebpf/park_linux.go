@@ -15,17 +15,21 @@ import (
 // parker holds the directions of user-path pairs that have nothing to
 // read: each sits in one private epoll set (one-shot) with no goroutine,
 // and gets a goroutine again when its socket turns readable. So an idle
-// pair on the splice path costs its two sockets and a little heap, as in
-// the kernel path, not two parked goroutines.
+// pair on the user path costs its two sockets and a little heap, as in
+// the kernel path, not two parked goroutines. Directions of pairs still
+// in the sockmap are also looked at every maxRecheck, since their
+// wakeups come from the psock (see minRecheck).
 type parker struct {
 	f *Forwarder
 	wakeEpoll
 
-	mu     sync.Mutex
-	closed bool
-	next   uint64
-	dirs   map[uint64]*udir
-	done   chan struct{}
+	mu          sync.Mutex
+	closed      bool
+	next        uint64
+	dirs        map[uint64]*udir
+	inMap       int // parked directions of pairs in the sockmap
+	lastRecheck time.Time
+	done        chan struct{}
 }
 
 func newParker(f *Forwarder) (*parker, error) {
@@ -56,9 +60,10 @@ func (pk *parker) stop() {
 func (pk *parker) run() {
 	defer close(pk.done)
 	events := make([]unix.EpollEvent, 128)
-	var ready []*udir
+	var ready, recheck []*udir
+	timeout := -1
 	for {
-		n, err := unix.EpollWait(pk.epfd, events, -1)
+		n, err := unix.EpollWait(pk.epfd, events, timeout)
 		if err != nil {
 			if errors.Is(err, unix.EINTR) {
 				continue
@@ -77,20 +82,89 @@ func (pk *parker) run() {
 				pk.drainWake()
 				continue
 			}
-			if d := pk.dirs[id]; d != nil {
+			// A direction resumed by a recheck may still be armed: its
+			// event then finds it running and is ignored.
+			if d := pk.dirs[id]; d != nil && pk.unpark(d) {
 				ready = append(ready, d)
 			}
 		}
-		// Under pk.mu, so Close cannot be waiting on f.wg yet (stop
-		// sets closed under the same lock first).
-		pk.f.wg.Add(len(ready))
-		pk.mu.Unlock()
-		for _, d := range ready {
-			go d.run()
+		if pk.inMap > 0 && time.Since(pk.lastRecheck) >= maxRecheck {
+			pk.lastRecheck = time.Now()
+			for _, d := range pk.dirs {
+				if d.inMap && d.parked {
+					recheck = append(recheck, d)
+				}
+			}
 		}
+		pk.resume(ready)
+		pk.mu.Unlock()
+		// Kicks take each socket's lock: not under pk.mu.
+		ready = ready[:0]
+		for _, d := range recheck {
+			if lostWakeup(d.src) {
+				ready = append(ready, d)
+			}
+		}
+		if len(ready) > 0 {
+			pk.mu.Lock()
+			if !pk.closed {
+				kept := ready[:0]
+				for _, d := range ready {
+					if pk.unpark(d) {
+						pk.f.lostWakeups.Add(1)
+						kept = append(kept, d)
+					}
+				}
+				pk.resume(kept)
+			}
+			pk.mu.Unlock()
+		}
+		clear(recheck)
+		recheck = recheck[:0]
 		clear(ready)
 		ready = ready[:0]
+		pk.mu.Lock()
+		timeout = -1
+		if pk.inMap > 0 {
+			timeout = int(max(time.Until(pk.lastRecheck.Add(maxRecheck)), time.Millisecond) / time.Millisecond)
+		}
+		pk.mu.Unlock()
 	}
+}
+
+// unpark marks a parked d as running and reports whether it was parked.
+// Called with pk.mu held.
+func (pk *parker) unpark(d *udir) bool {
+	if !d.parked {
+		return false
+	}
+	d.parked = false
+	if d.inMap {
+		pk.inMap--
+	}
+	return true
+}
+
+// resume gives each of ds a goroutine again. Called with pk.mu held, so
+// Close cannot be waiting on f.wg yet (stop sets closed under the same
+// lock first).
+func (pk *parker) resume(ds []*udir) {
+	pk.f.wg.Add(len(ds))
+	for _, d := range ds {
+		go d.run()
+	}
+}
+
+// lostWakeup kicks the verdict over anything TCP still holds on c, a
+// socket in the sockmap, and reports whether bytes or EOF wait on it.
+func lostWakeup(c *net.TCPConn) bool {
+	_ = kick(c)
+	ready := false
+	_ = control(c, func(fd int) error {
+		ready = peekByte(uintptr(fd)) == 0
+		return nil
+	})
+	return ready
 }
 
 // park arms d's socket in the epoll set and reports whether it did; the
@@ -118,6 +192,16 @@ func (pk *parker) park(d *udir) bool {
 		return false
 	}
 	d.armed = true
+	d.parked = true
+	if d.inMap {
+		if pk.inMap == 0 {
+			// The first one: rechecks start now, and the goroutine
+			// must learn its new timeout.
+			pk.lastRecheck = time.Now()
+			pk.wake()
+		}
+		pk.inMap++
+	}
 	return true
 }
 
@@ -128,22 +212,35 @@ func (pk *parker) forget(p *pair) {
 	for _, d := range p.u {
 		if d != nil && d.id != 0 {
 			delete(pk.dirs, d.id)
+			pk.unpark(d)
 		}
 	}
 	pk.mu.Unlock()
 }
 
-// udir is one direction of a pair on the splice path (sockets outside the
-// sockmap). Its callbacks are built once, so a chunk allocates nothing.
+// udir is one direction of a pair on the user path: on the splice path
+// (sockets outside the sockmap), or inMap, handed off by the kernel path
+// with its sockets still in the sockmap. Its callbacks are built once, so
+// a chunk allocates nothing.
 type udir struct {
 	p        *pair
+	i        int
 	src, dst *net.TCPConn
 	count    *atomic.Int64
 	ss       *sock
-	sp       *splicer
+	sp       *splicer // splice path only
+
+	// inMap only
+	inMap  bool
+	waited bool      // waitTaken returned
+	got    uint64    // bytes read: offset in the passed stream
+	big    bool      // the last read filled its buffer: read more at once
+	eofAt  time.Time // when a read first found EOF before every passed byte
+	sk     skipper
 
 	id     uint64 // in the parker, once parked
 	armed  bool
+	parked bool // guarded by the parker's mu
 	op     int
 	ev     unix.EpollEvent
 	ctlErr error
@@ -155,8 +252,8 @@ type udir struct {
 	tryRead func(fd uintptr) bool
 }
 
-func (p *pair) newUdir(i int) (*udir, error) {
-	d := &udir{p: p, src: p.client, dst: p.upstream, count: &p.userRecv}
+func (p *pair) newUdir(i int, inMap bool) (*udir, error) {
+	d := &udir{p: p, i: i, src: p.client, dst: p.upstream, count: &p.userRecv, inMap: inMap}
 	if i == 1 {
 		d.src, d.dst, d.count = p.upstream, p.client, &p.userSent
 	}
@@ -164,11 +261,15 @@ func (p *pair) newUdir(i int) (*udir, error) {
 	if d.ss, err = newSock(d.src); err != nil {
 		return nil, err
 	}
-	dstRC, err := d.dst.SyscallConn()
-	if err != nil {
-		return nil, err
+	if inMap {
+		d.sk = skipper{k: p.f.k, cookie: p.dirs[i].srcC}
+	} else {
+		dstRC, err := d.dst.SyscallConn()
+		if err != nil {
+			return nil, err
+		}
+		d.sp = newSplicer(p.f, d.ss.rc, dstRC)
 	}
-	d.sp = newSplicer(p.f, d.ss.rc, dstRC)
 	d.ctl = func(fd uintptr) { d.ctlErr = unix.EpollCtl(d.p.f.pk.epfd, d.op, int(fd), &d.ev) }
 	// Returning true: a read that would block reports EAGAIN instead of
 	// parking the goroutine on Go's netpoller.
@@ -185,8 +286,21 @@ func (p *pair) newUdir(i int) (*udir, error) {
 // read: then it parks d and its goroutine ends. The caller did f.wg.Add.
 func (d *udir) run() {
 	defer d.p.f.wg.Done()
+	if d.inMap && !d.waited {
+		if err := d.p.waitTaken(d.i); err != nil {
+			d.p.finish(err, true)
+			return
+		}
+		d.waited = true
+	}
 	for {
-		again, err := d.pump()
+		var again bool
+		var err error
+		if d.inMap {
+			again, err = d.pumpInMap()
+		} else {
+			again, err = d.pump()
+		}
 		if err != nil {
 			d.p.finish(err, true)
 			return
@@ -198,28 +312,66 @@ func (d *udir) run() {
 		if d.p.ended.Load() {
 			return
 		}
-		// A direction in use waits on the netpoller, which wakes it
-		// faster than the parker would; only one quiet for parkAfter
-		// gives its goroutine up.
-		_ = d.src.SetReadDeadline(time.Now().Add(parkAfter))
-		err = d.ss.waitReadable()
-		_ = d.src.SetReadDeadline(time.Time{})
-		if err == nil {
-			continue
-		}
-		if !errors.Is(err, os.ErrDeadlineExceeded) {
+		resume, err := d.idle()
+		if err != nil {
 			d.p.finish(err, true)
 			return
 		}
-		if pk := d.p.f.pk; pk != nil && pk.park(d) {
-			return
-		}
-		// No parker (or the socket is gone): wait on the netpoller.
-		if err := d.ss.waitReadable(); err != nil {
-			d.p.finish(err, true)
+		if !resume {
 			return
 		}
 	}
+}
+
+// Steps of a direction's wait before it parks: a direction in use waits
+// on the netpoller, which wakes it faster than the parker would; only
+// one quiet for parkAfter gives its goroutine up. One in the sockmap
+// looks for a lost wakeup after each step.
+var (
+	spliceSteps = []time.Duration{parkAfter}
+	inMapSteps  = []time.Duration{minRecheck, parkAfter - minRecheck}
+)
+
+// idle waits until src is readable (resume) or parks d (not resume: the
+// goroutine must end without touching d).
+func (d *udir) idle() (resume bool, err error) {
+	steps := spliceSteps
+	if d.inMap {
+		steps = inMapSteps
+	}
+	for _, step := range steps {
+		if ok, err := d.waitFor(step); ok || err != nil {
+			return ok, err
+		}
+	}
+	if pk := d.p.f.pk; pk != nil && pk.park(d) {
+		return false, nil
+	}
+	// No parker (or the socket is gone): wait on the netpoller.
+	for {
+		if ok, err := d.waitFor(maxRecheck); ok || err != nil {
+			return ok, err
+		}
+	}
+}
+
+// waitFor waits up to step for src to turn readable.
+func (d *udir) waitFor(step time.Duration) (bool, error) {
+	_ = d.src.SetReadDeadline(time.Now().Add(step))
+	err := d.ss.waitReadable()
+	_ = d.src.SetReadDeadline(time.Time{})
+	if err == nil {
+		return true, nil
+	}
+	if !errors.Is(err, os.ErrDeadlineExceeded) {
+		return false, err
+	}
+	if d.inMap && lostWakeup(d.src) {
+		d.p.f.lostWakeups.Add(1)
+		d.p.f.o.Logger.Debug("sockmap: bytes waited without a wakeup", "cookie", d.sk.cookie)
+		return true, nil
+	}
+	return false, nil
 }
 
 // parkAfter is how long a direction on the splice path keeps its

@@ -3,11 +3,8 @@ package ebpf
 import (
 	"errors"
 	"fmt"
-	"io"
 	"net"
-	"os"
 	"sync"
-	"sync/atomic"
 	"syscall"
 	"time"
 	"unsafe"
@@ -104,9 +101,10 @@ func (pp *pipePool) drain() {
 }
 
 // startUser copies both directions of p in user space, one goroutine per
-// direction still open. inMap says the sockets are in the sockmap with
-// their gate closed: then bytes are read with read(2) only (pitfall 7),
-// after every byte the kernel redirected has reached the peer.
+// direction still open while bytes move, none once it idles (parker).
+// inMap says the sockets are in the sockmap with their gate closed: then
+// bytes are read with read(2) only (pitfall 7), after every byte the
+// kernel redirected has reached the peer.
 func (f *Forwarder) startUser(p *pair, inMap bool) {
 	n := int32(0)
 	for i := range p.dirs {
@@ -123,41 +121,19 @@ func (f *Forwarder) startUser(p *pair, inMap bool) {
 		if inMap && p.dirs[i].shut {
 			continue
 		}
-		if inMap {
-			f.wg.Add(1)
-			go p.userDir(i)
-			continue
-		}
-		d, err := p.newUdir(i)
+		d, err := p.newUdir(i, inMap)
 		if err != nil {
 			p.finish(err, true)
 			return
 		}
 		p.u[i] = d
 	}
-	if !inMap {
-		f.wg.Add(2)
-		go p.u[0].run()
-		go p.u[1].run()
+	for _, d := range p.u {
+		if d != nil {
+			f.wg.Add(1)
+			go d.run()
+		}
 	}
-}
-
-// userDir copies direction i of a pair whose sockets stay in the sockmap.
-func (p *pair) userDir(i int) {
-	defer p.f.wg.Done()
-	src, dst, count := p.client, p.upstream, &p.userRecv
-	if i == 1 {
-		src, dst, count = p.upstream, p.client, &p.userSent
-	}
-	err := p.waitTaken(i)
-	if err == nil {
-		err = p.copyInMap(i, src, dst, count)
-	}
-	if err != nil {
-		p.finish(err, true)
-		return
-	}
-	p.dirDone(dst)
 }
 
 // dirDone ends a direction whose source sent its FIN: the FIN goes on to
@@ -207,7 +183,6 @@ type sock struct {
 	err   error
 	n     int
 	peek  func(fd uintptr) bool // for rc.Read: done once src has bytes, EOF or an error
-	probe func(fd uintptr)      // for rc.Control: n = 1 when bytes or EOF wait, now
 	inq   func(fd uintptr)      // for rc.Control: n = SIOCINQ
 }
 
@@ -227,12 +202,6 @@ func newSock(c *net.TCPConn) (*sock, error) {
 			s.err = e
 		}
 		return true
-	}
-	s.probe = func(fd uintptr) {
-		s.n = 0
-		if peekByte(fd) == 0 {
-			s.n = 1
-		}
 	}
 	s.inq = func(fd uintptr) {
 		n, e := unix.IoctlGetInt(int(fd), unix.SIOCINQ)
@@ -261,14 +230,6 @@ func (s *sock) waitReadable() error {
 	return s.err
 }
 
-// readable reports, without blocking, whether the socket has bytes or EOF.
-func (s *sock) readable() bool {
-	if s.rc.Control(s.probe) != nil {
-		return false
-	}
-	return s.n == 1
-}
-
 // queued returns SIOCINQ, the bytes readable now.
 func (s *sock) queued() int {
 	if s.rc.Control(s.inq) != nil || s.err != nil {
@@ -277,87 +238,79 @@ func (s *sock) queued() int {
 	return s.n
 }
 
-// Bounds of the wait for readability of a socket in the sockmap: short
-// while bytes move, backing off to the longer one on an idle pair.
+// Bounds of the wait for readability of a socket in the sockmap: a
+// socket there gets its readiness from the psock, not from TCP, and a
+// wakeup that never comes would stall the pair for good with its bytes
+// queued (a bench run saw a stream stop this way once). So the wait is
+// bounded: minRecheck while the direction holds its goroutine, maxRecheck
+// once parked; when it runs out, the kick runs the verdict over anything
+// TCP still holds, and bytes found ready count as a lost wakeup.
 const (
 	minRecheck = 50 * time.Millisecond
 	maxRecheck = 5 * time.Second
 )
 
-// copyInMap copies one direction of a pair whose sockets stay in the
+// pumpInMap moves what src has now, for a pair whose sockets stay in the
 // sockmap. It leaves out the spans the verdict marked as fed twice (see
 // skipper). At EOF it makes sure every byte the verdict passed was read:
 // the psock may still be moving the last ones to the socket.
-func (p *pair) copyInMap(i int, src, dst *net.TCPConn, count *atomic.Int64) error {
-	ss, err := newSock(src)
-	if err != nil {
-		return err
-	}
-	var got uint64 // bytes read: offset in the passed stream
-	srcC := p.dirs[i].srcC
-	sk := skipper{k: p.f.k, cookie: srcC}
-	defer sk.release()
-	wait := minRecheck
-	big := false // the last read filled its buffer: read more at once
+func (d *udir) pumpInMap() (again bool, err error) {
+	f := d.p.f
 	for {
-		// A socket in a sockmap gets its readiness from the psock, not
-		// from TCP, and a wakeup that never comes would stall the pair
-		// for good with its bytes queued (a bench run saw a stream stop
-		// this way once). So the wait is bounded: when it times out,
-		// the kick runs the verdict over anything TCP still holds, and
-		// bytes found ready count as a lost wakeup.
-		_ = src.SetReadDeadline(time.Now().Add(wait))
-		err := ss.waitReadable()
-		if errors.Is(err, os.ErrDeadlineExceeded) {
-			_ = kick(src)
-			if ss.readable() {
-				p.f.lostWakeups.Add(1)
-				p.f.o.Logger.Debug("sockmap: bytes waited without a wakeup", "cookie", srcC)
-			}
-			wait = min(2*wait, maxRecheck)
-			continue
-		}
-		if err != nil {
-			return err
-		}
-		wait = minRecheck
-		ch, b := getChunk(big)
-		n, rerr := src.Read(b)
-		if errors.Is(rerr, os.ErrDeadlineExceeded) {
-			// The bound above ran out between the wait and the read.
+		ch, b := getChunk(d.big)
+		d.buf = b
+		err := d.ss.rc.Read(d.tryRead)
+		d.buf = nil
+		n, e := d.n, d.rerr
+		switch {
+		case err != nil:
+			ch.put()
+			return false, err
+		case e == unix.EAGAIN:
+			ch.put()
+			return true, nil
+		case e == unix.EINTR:
 			ch.put()
 			continue
-		}
-		big = n == len(b) || (big && n > bufSize)
-		if n > 0 {
-			out, serr := sk.cut(b[:n], got)
-			got += uint64(n)
-			var werr error
-			if serr == nil && len(out) > 0 {
-				_, werr = dst.Write(out)
-			}
+		case e != 0:
 			ch.put()
-			if serr != nil {
-				return serr
-			}
-			if werr != nil {
-				return werr
-			}
-			count.Add(int64(len(out)))
-			p.f.userBytes.Add(int64(len(out)))
-		} else {
+			return false, e
+		case n == 0:
 			ch.put()
-		}
-		if errors.Is(rerr, io.EOF) {
-			if got >= p.f.k.stat(srcC).Passed || p.ended.Load() {
-				return sk.check()
+			passed := f.k.stat(d.sk.cookie).Passed
+			if d.got >= passed || d.p.ended.Load() {
+				err := d.sk.check()
+				d.sk.release()
+				return false, err
+			}
+			// Bytes passed but not yet readable are in the psock's
+			// backlog; they come within jiffies. A bound turns bytes
+			// that never come into an error instead of a pair that
+			// spins here for good.
+			if d.eofAt.IsZero() {
+				d.eofAt = time.Now()
+			} else if time.Since(d.eofAt) > maxRecheck {
+				return false, fmt.Errorf("sockmap: EOF with %d of %d passed bytes read after %v", d.got, passed, maxRecheck)
 			}
 			time.Sleep(time.Millisecond)
 			continue
 		}
-		if rerr != nil {
-			return rerr
+		d.big = n == len(b) || (d.big && n > bufSize)
+		out, serr := d.sk.cut(b[:n], d.got)
+		d.got += uint64(n)
+		var werr error
+		if serr == nil && len(out) > 0 {
+			_, werr = d.dst.Write(out)
 		}
+		ch.put()
+		if serr != nil {
+			return false, serr
+		}
+		if werr != nil {
+			return false, werr
+		}
+		d.count.Add(int64(len(out)))
+		f.userBytes.Add(int64(len(out)))
 	}
 }
 
