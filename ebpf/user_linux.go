@@ -179,11 +179,11 @@ func (p *pair) waitTaken(i int) error {
 // callbacks built once: a closure per wait or per chunk would allocate
 // for every chunk forwarded.
 type sock struct {
-	rc    syscall.RawConn
-	err   error
-	n     int
-	peek  func(fd uintptr) bool // for rc.Read: done once src has bytes, EOF or an error
-	inq   func(fd uintptr)      // for rc.Control: n = SIOCINQ
+	rc   syscall.RawConn
+	err  error
+	n    int
+	peek func(fd uintptr) bool // for rc.Read: done once src has bytes, EOF or an error
+	inq  func(fd uintptr)      // for rc.Control: n = SIOCINQ
 }
 
 func newSock(c *net.TCPConn) (*sock, error) {
