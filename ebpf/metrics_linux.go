@@ -21,7 +21,7 @@ func newCollector(f *Forwarder) *collector {
 		refed: prometheus.NewDesc("eastwest_forwarder_kernel_refed_bytes_total",
 			"Bytes the kernel fed the verdict a second time; user space left them out.", nil, nil),
 		lostWakeups: prometheus.NewDesc("eastwest_forwarder_lost_wakeups_total",
-			"Reads of a handed-off pair that found bytes waiting only after the bounded wait for a wakeup ran out.", nil, nil),
+			"Waits of a handed-off pair that ran out with bytes received more than 10 ms before and no wakeup.", nil, nil),
 		userBytes: prometheus.NewDesc("eastwest_forwarder_user_bytes_total",
 			"Bytes copied by user space (splice path and handed-off pairs).", nil, nil),
 		handoffs: prometheus.NewDesc("eastwest_forwarder_handoffs_total",

@@ -60,7 +60,7 @@ func (pk *parker) stop() {
 func (pk *parker) run() {
 	defer close(pk.done)
 	events := make([]unix.EpollEvent, 128)
-	var ready, recheck []*udir
+	var ready, stale []*udir
 	timeout := -1
 	for {
 		n, err := unix.EpollWait(pk.epfd, events, timeout)
@@ -92,7 +92,7 @@ func (pk *parker) run() {
 			pk.lastRecheck = time.Now()
 			for _, d := range pk.dirs {
 				if d.inMap && d.parked {
-					recheck = append(recheck, d)
+					stale = append(stale, d)
 				}
 			}
 		}
@@ -100,9 +100,14 @@ func (pk *parker) run() {
 		pk.mu.Unlock()
 		// Kicks take each socket's lock: not under pk.mu.
 		ready = ready[:0]
-		for _, d := range recheck {
-			if lostWakeup(d.src) {
+		by := time.Now().Add(-10 * time.Millisecond)
+		lost := 0
+		for _, d := range stale {
+			if ok, l := recheck(d.src, by); ok {
 				ready = append(ready, d)
+				if l {
+					lost++
+				}
 			}
 		}
 		if len(ready) > 0 {
@@ -111,16 +116,16 @@ func (pk *parker) run() {
 				kept := ready[:0]
 				for _, d := range ready {
 					if pk.unpark(d) {
-						pk.f.lostWakeups.Add(1)
 						kept = append(kept, d)
 					}
 				}
+				pk.f.lostWakeups.Add(int64(lost))
 				pk.resume(kept)
 			}
 			pk.mu.Unlock()
 		}
-		clear(recheck)
-		recheck = recheck[:0]
+		clear(stale)
+		stale = stale[:0]
 		clear(ready)
 		ready = ready[:0]
 		pk.mu.Lock()
@@ -155,16 +160,27 @@ func (pk *parker) resume(ds []*udir) {
 	}
 }
 
-// lostWakeup kicks the verdict over anything TCP still holds on c, a
-// socket in the sockmap, and reports whether bytes or EOF wait on it.
-func lostWakeup(c *net.TCPConn) bool {
+// recheck kicks the verdict over anything TCP still holds on c, a socket
+// in the sockmap whose wait ran out, and reports whether bytes or EOF wait
+// on it. They count as a lost wakeup only if TCP received the last data
+// before by (TCP_INFO's last_data_recv, in ms): bytes that came just as
+// the wait ran out, before the goroutine ran, are a race, not a loss.
+func recheck(c *net.TCPConn, by time.Time) (ready, lost bool) {
 	_ = kick(c)
-	ready := false
+	var ago uint32
 	_ = control(c, func(fd int) error {
 		ready = peekByte(uintptr(fd)) == 0
+		if ready {
+			if ti, err := unix.GetsockoptTCPInfo(fd, unix.IPPROTO_TCP, unix.TCP_INFO); err == nil {
+				ago = ti.Last_data_recv
+			}
+		}
 		return nil
 	})
-	return ready
+	if !ready {
+		return false, false
+	}
+	return true, time.Now().Add(-time.Duration(ago) * time.Millisecond).Before(by)
 }
 
 // park arms d's socket in the epoll set and reports whether it did; the
@@ -357,7 +373,8 @@ func (d *udir) idle() (resume bool, err error) {
 
 // waitFor waits up to step for src to turn readable.
 func (d *udir) waitFor(step time.Duration) (bool, error) {
-	_ = d.src.SetReadDeadline(time.Now().Add(step))
+	end := time.Now().Add(step)
+	_ = d.src.SetReadDeadline(end)
 	err := d.ss.waitReadable()
 	_ = d.src.SetReadDeadline(time.Time{})
 	if err == nil {
@@ -366,12 +383,17 @@ func (d *udir) waitFor(step time.Duration) (bool, error) {
 	if !errors.Is(err, os.ErrDeadlineExceeded) {
 		return false, err
 	}
-	if d.inMap && lostWakeup(d.src) {
+	if !d.inMap {
+		return false, nil
+	}
+	// A wakeup takes microseconds; one still missing 10 ms after its
+	// bytes came is lost.
+	ready, lost := recheck(d.src, end.Add(-10*time.Millisecond))
+	if lost {
 		d.p.f.lostWakeups.Add(1)
 		d.p.f.o.Logger.Debug("sockmap: bytes waited without a wakeup", "cookie", d.sk.cookie)
-		return true, nil
 	}
-	return false, nil
+	return ready, nil
 }
 
 // parkAfter is how long a direction on the splice path keeps its
