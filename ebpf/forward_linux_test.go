@@ -909,3 +909,40 @@ func TestIdleSplicePairsPark(t *testing.T) {
 		t.Fatalf("%d parked directions left after every pair ended", left)
 	}
 }
+
+// recheck tells bytes that waited without a wakeup from bytes that came
+// just as a wait ran out, by when TCP received them.
+func TestRecheckTellsLostFromLate(t *testing.T) {
+	front := listen(t)
+	c, err := net.DialTCP("tcp", nil, front.Addr().(*net.TCPAddr))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	s, err := front.AcceptTCP()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if ready, lost := recheck(s, time.Now()); ready || lost {
+		t.Fatalf("empty socket: ready %v lost %v", ready, lost)
+	}
+	if _, err := c.Write([]byte("old")); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(50 * time.Millisecond)
+	if ready, lost := recheck(s, time.Now().Add(-10*time.Millisecond)); !ready || !lost {
+		t.Fatalf("bytes 50 ms old: ready %v lost %v, want both", ready, lost)
+	}
+	if _, err := io.ReadFull(s, make([]byte, 3)); err != nil {
+		t.Fatal(err)
+	}
+	by := time.Now().Add(-10 * time.Millisecond)
+	if _, err := c.Write([]byte("new")); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, func() bool { n, _ := inq(s); return n == 3 })
+	if ready, lost := recheck(s, by); !ready || lost {
+		t.Fatalf("bytes just in: ready %v lost %v, want ready only", ready, lost)
+	}
+}
