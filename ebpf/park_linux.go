@@ -100,7 +100,7 @@ func (pk *parker) run() {
 		pk.mu.Unlock()
 		// Kicks take each socket's lock: not under pk.mu.
 		ready = ready[:0]
-		by := time.Now().Add(-10 * time.Millisecond)
+		by := time.Now().Add(-wakeupSlack)
 		lost := 0
 		for _, d := range stale {
 			if ok, l := recheck(d.src, by); ok {
@@ -386,9 +386,7 @@ func (d *udir) waitFor(step time.Duration) (bool, error) {
 	if !d.inMap {
 		return false, nil
 	}
-	// A wakeup takes microseconds; one still missing 10 ms after its
-	// bytes came is lost.
-	ready, lost := recheck(d.src, end.Add(-10*time.Millisecond))
+	ready, lost := recheck(d.src, end.Add(-wakeupSlack))
 	if lost {
 		d.p.f.lostWakeups.Add(1)
 		d.p.f.o.Logger.Debug("sockmap: bytes waited without a wakeup", "cookie", d.sk.cookie)
@@ -396,9 +394,14 @@ func (d *udir) waitFor(step time.Duration) (bool, error) {
 	return ready, nil
 }
 
-// parkAfter is how long a direction on the splice path keeps its
-// goroutine with nothing to read.
+// parkAfter is how long a direction on the user path keeps its goroutine
+// with nothing to read.
 const parkAfter = 250 * time.Millisecond
+
+// wakeupSlack is how late a wakeup may be before it counts as lost: one
+// takes microseconds, but the goroutine that gets it may wait its turn
+// for a few milliseconds on a busy machine.
+const wakeupSlack = 10 * time.Millisecond
 
 // pump moves what src has now: large amounts with splice(2), small ones
 // with read/write. It returns again when src has nothing more for now,

@@ -244,7 +244,8 @@ func (s *sock) queued() int {
 // queued (a bench run saw a stream stop this way once). So the wait is
 // bounded: minRecheck while the direction holds its goroutine, maxRecheck
 // once parked; when it runs out, the kick runs the verdict over anything
-// TCP still holds, and bytes found ready count as a lost wakeup.
+// TCP still holds, and bytes found ready that TCP received more than
+// wakeupSlack before count as a lost wakeup.
 const (
 	minRecheck = 50 * time.Millisecond
 	maxRecheck = 5 * time.Second
